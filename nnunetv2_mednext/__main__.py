@@ -1,0 +1,5 @@
+import sys
+
+from nnunetv2_mednext.cli import main
+
+sys.exit(main())

@@ -1,0 +1,169 @@
+"""Dimension-agnostic building blocks shared by every MedNeXt network (pure PyTorch)."""
+
+from __future__ import annotations
+
+import pydoc
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+ConvOp = type[nn.Conv2d] | type[nn.Conv3d]
+
+NORM_TYPES = ("batch", "instance", "group", "layer")
+
+
+def resolve_conv_op(conv_op: ConvOp | str | int) -> ConvOp:
+    """Return ``nn.Conv2d``/``nn.Conv3d`` from a class, a dotted path (as in nnU-Net plans) or a dimension."""
+    if isinstance(conv_op, int):
+        if conv_op not in (2, 3):
+            raise ValueError(f"spatial dimension must be 2 or 3, got {conv_op}")
+        return nn.Conv2d if conv_op == 2 else nn.Conv3d
+    if isinstance(conv_op, str):
+        located = pydoc.locate(conv_op)
+        if located is None:
+            raise ValueError(f"conv_op {conv_op!r} cannot be imported; use 'torch.nn.Conv2d' or 'torch.nn.Conv3d'")
+        conv_op = located  # type: ignore[assignment]
+    if conv_op not in (nn.Conv2d, nn.Conv3d):
+        raise ValueError(f"conv_op must be torch.nn.Conv2d or torch.nn.Conv3d, got {conv_op!r}")
+    return conv_op  # type: ignore[return-value]
+
+
+def spatial_dims(conv_op: ConvOp) -> int:
+    """2 for ``nn.Conv2d``, 3 for ``nn.Conv3d``."""
+    return 2 if conv_op is nn.Conv2d else 3
+
+
+def transposed_conv_op(conv_op: ConvOp) -> type[nn.ConvTranspose2d] | type[nn.ConvTranspose3d]:
+    """The transposed convolution class matching ``conv_op``."""
+    return nn.ConvTranspose2d if conv_op is nn.Conv2d else nn.ConvTranspose3d
+
+
+def as_tuple(value: int | Sequence[int], ndim: int, name: str = "value") -> tuple[int, ...]:
+    """Broadcast an int to ``ndim`` entries, or check a sequence has ``ndim`` entries."""
+    if isinstance(value, int):
+        return (value,) * ndim
+    out = tuple(int(v) for v in value)
+    if len(out) != ndim:
+        raise ValueError(f"{name} must have {ndim} entries, got {list(out)}")
+    return out
+
+
+def masked_kernel(kernel: int, active: Sequence[bool]) -> tuple[int, ...]:
+    """A kernel of size ``kernel`` on active axes and 1 on inactive ones (anisotropic plans)."""
+    return tuple(kernel if a else 1 for a in active)
+
+
+def same_padding(kernel: Sequence[int], dilation: int = 1) -> tuple[int, ...]:
+    """Padding that keeps the spatial size for odd kernels."""
+    return tuple(dilation * (k - 1) // 2 for k in kernel)
+
+
+def depthwise(conv_op: ConvOp, channels: int, kernel: Sequence[int], dilation: int = 1) -> nn.Module:
+    """Depthwise convolution with 'same' padding; an all-ones kernel returns ``nn.Identity``."""
+    if all(k == 1 for k in kernel):
+        return nn.Identity()
+    return conv_op(
+        channels,
+        channels,
+        tuple(kernel),
+        padding=same_padding(kernel, dilation),
+        dilation=dilation,
+        groups=channels,
+    )
+
+
+def pointwise(conv_op: ConvOp, c_in: int, c_out: int, bias: bool = True) -> nn.Module:
+    """1x1(x1) convolution."""
+    return conv_op(c_in, c_out, 1, bias=bias)
+
+
+class LayerNormChannelsFirst(nn.Module):
+    """LayerNorm over the channel axis of a ``(B, C, *spatial)`` tensor."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) * torch.rsqrt(var + self.eps)
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return x * self.weight.view(shape) + self.bias.view(shape)
+
+
+def make_norm(kind: str, channels: int, conv_op: ConvOp) -> nn.Module:
+    """Normalisation layer by name.
+
+    ``batch``: BatchNorm; ``instance``: per-channel GroupNorm (affine instance norm, batch-size independent);
+    ``group``: GroupNorm with 1 group (layer norm over C and space); ``layer``: channels-first LayerNorm.
+    """
+    if kind == "batch":
+        return nn.BatchNorm2d(channels) if conv_op is nn.Conv2d else nn.BatchNorm3d(channels)
+    if kind == "instance":
+        return nn.GroupNorm(channels, channels)
+    if kind == "group":
+        return nn.GroupNorm(1, channels)
+    if kind == "layer":
+        return LayerNormChannelsFirst(channels)
+    raise ValueError(f"unknown norm {kind!r}; choose one of {', '.join(NORM_TYPES)}")
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops the whole residual branch per sample during training."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop path rate must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class LayerScale(nn.Module):
+    """Learnable per-channel scale (``gamma``) of a residual branch."""
+
+    def __init__(self, channels: int, init: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((channels,), float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma.view((1, -1) + (1,) * (x.ndim - 2))
+
+
+class PreNormResidual(nn.Module):
+    """``x + DropPath(gamma * fn(norm(x)))``; ``layer_scale=None`` disables gamma."""
+
+    def __init__(self, fn: nn.Module, norm: nn.Module, channels: int, layer_scale: float | None, drop_path: float) -> None:
+        super().__init__()
+        self.norm = norm
+        self.fn = fn
+        self.scale = LayerScale(channels, layer_scale) if layer_scale else nn.Identity()
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop_path(self.scale(self.fn(self.norm(x))))
+
+
+def trunc_normal_init(module: nn.Module) -> None:
+    """Truncated-normal (std 0.02) weights and zero biases for conv/linear; unit/zero for norms."""
+    if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm)):
+        if module.weight is not None:
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)

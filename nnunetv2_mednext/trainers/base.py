@@ -1,0 +1,78 @@
+"""nnU-Net trainer for MedNeXt networks: network from the plan's topology, AdamW + warm-up + poly schedule."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from torch import nn
+
+from .network_from_plans import build_mednext_from_plans
+from .schedule import WarmupPolyLR
+
+
+class nnUNetTrainerMedNeXt(nnUNetTrainer):
+    """Seed MedNeXt (default variant ``mednext_t``) on nnU-Net's plans.
+
+    Recipe: AdamW (lr 1e-3, weight decay 1e-4, eps 1e-4 so fp16 AMP never divides by a vanishing second moment),
+    linear warm-up over the first 2 % of iterations (at most 50 epochs' worth), then poly decay (exponent 0.9),
+    nnU-Net's gradient clipping (norm 12) and deep supervision on every decoder stage. Subclasses change
+    ``mednext_variant`` / ``mednext_overrides`` and the class attributes below.
+    """
+
+    mednext_variant: ClassVar[str] = "mednext_t"
+    mednext_overrides: ClassVar[dict[str, Any]] = {}
+    mednext_lr: ClassVar[float] = 1e-3
+    mednext_weight_decay: ClassVar[float] = 1e-4
+    mednext_adam_eps: ClassVar[float] = 1e-4
+    mednext_warmup_fraction: ClassVar[float] = 0.02
+    mednext_max_warmup_epochs: ClassVar[int] = 50
+
+    def __init__(
+        self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = torch.device("cuda")
+    ) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = self.mednext_lr
+        self.weight_decay = self.mednext_weight_decay
+        self._iteration_in_epoch = 0
+
+    @classmethod
+    def build_network_architecture(
+        cls,
+        plans_manager: Any,
+        configuration_manager: Any,
+        num_input_channels: int,
+        num_output_channels: int,
+        enable_deep_supervision: bool = True,
+    ) -> nn.Module:
+        """nnU-Net >= 2.7 builder signature; called on the class by the predictor (deep supervision off)."""
+        return build_mednext_from_plans(
+            cls.mednext_variant, configuration_manager, num_input_channels, num_output_channels,
+            enable_deep_supervision, cls.mednext_overrides,
+        )
+
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, WarmupPolyLR]:
+        decay, no_decay = [], []
+        for name, p in self.network.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim <= 1 or name.endswith(".gamma") else decay).append(p)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.initial_lr,
+            eps=self.mednext_adam_eps,
+        )
+        total = self.num_epochs * self.num_iterations_per_epoch
+        warmup = min(round(self.mednext_warmup_fraction * total), self.mednext_max_warmup_epochs * self.num_iterations_per_epoch)
+        scheduler = WarmupPolyLR(optimizer, self.initial_lr, total, warmup, self.num_iterations_per_epoch)
+        return optimizer, scheduler
+
+    def on_train_epoch_start(self) -> None:
+        self._iteration_in_epoch = 0
+        super().on_train_epoch_start()
+
+    def train_step(self, batch: dict) -> dict:
+        self.lr_scheduler.step_iteration(self.current_epoch * self.num_iterations_per_epoch + self._iteration_in_epoch)
+        self._iteration_in_epoch += 1
+        return super().train_step(batch)
