@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .layers import trunc_normal_init
+from .layers import init_weights
 from .seed_blocks import DEFAULT_LA_KERNELS, DEFAULT_SEM_KERNELS, MedNeXtBlock
 
 
@@ -41,20 +41,22 @@ class MedNeXtClassifier(nn.Module):
             raise ValueError(f"in_chans and num_classes must be >= 1, got {in_chans} and {num_classes}")
         c0 = dims[0]
         self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, c0 // 2, 3, stride=2, padding=1),
+            nn.Conv2d(in_chans, c0 // 2, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(c0 // 2),
             nn.GELU(),
-            nn.Conv2d(c0 // 2, c0, 3, stride=2, padding=1),
+            nn.Conv2d(c0 // 2, c0, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(c0),
         )
-        rates = torch.linspace(0, drop_path_rate, max(sum(depths), 1)).tolist()
-        la_stages = set(la_ffn_stages) if la_ffn_stages is not None else set(range(len(dims)))
+        n_blocks = max(sum(depths), 1)  # plain Python: torch.linspace would fail under a meta-device context
+        rates = [drop_path_rate * i / max(n_blocks - 1, 1) for i in range(n_blocks)]
+        # option B: LA-FFN only in the last two stages by default (with every stage, B would equal A)
+        la_stages = set(la_ffn_stages) if la_ffn_stages is not None else {len(dims) - 2, len(dims) - 1}
         self.stages = nn.ModuleList()
         k = 0
         for i, (dim, depth) in enumerate(zip(dims, depths)):
             layers: list[nn.Module] = []
             if i > 0:
-                layers += [nn.Conv2d(dims[i - 1], dim, 3, stride=2, padding=1), nn.BatchNorm2d(dim)]
+                layers += [nn.Conv2d(dims[i - 1], dim, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(dim)]
             for _ in range(depth):
                 layers.append(
                     MedNeXtBlock(
@@ -68,7 +70,7 @@ class MedNeXtClassifier(nn.Module):
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(dims[-1], num_classes)
         self.num_classes, self.num_features = num_classes, dims[-1]
-        self.apply(trunc_normal_init)
+        self.apply(init_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled, normalised features ``(B, dims[-1])``."""
@@ -83,5 +85,5 @@ class MedNeXtClassifier(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head for a new number of classes."""
         self.head = nn.Linear(self.num_features, num_classes)
-        trunc_normal_init(self.head)
+        init_weights(self.head)
         self.num_classes = num_classes

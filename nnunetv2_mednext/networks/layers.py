@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pydoc
 from collections.abc import Sequence
 
@@ -157,13 +158,28 @@ class PreNormResidual(nn.Module):
         return x + self.drop_path(self.scale(self.fn(self.norm(x))))
 
 
-def trunc_normal_init(module: nn.Module) -> None:
-    """Truncated-normal (std 0.02) weights and zero biases for conv/linear; unit/zero for norms."""
-    if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)):
+def init_weights(module: nn.Module) -> None:
+    """Weight init shared by every MedNeXt network.
+
+    * ``Conv2d``/``Conv3d``: zero-mean normal with std ``sqrt(2 / fan_out)``, ``fan_out = prod(kernel) *
+      out_channels / groups`` (He init in fan-out mode, counted per group as the VAN/SegNeXt designs do). A
+      depthwise kernel therefore starts with gain ~sqrt(2) instead of vanishing: the SEM chains up to three
+      depthwise convs before a multiplicative gate, and a fixed small std (0.02) left their kernels with gradients of
+      ~1e-10 at init, which AdamW with ``eps=1e-4`` never moved.
+    * ``Linear`` and transposed convs: truncated normal, std 0.02 (every transposed conv here feeds a norm or a
+      residual sum, so its scale is not critical).
+    * Biases zero; norm layers weight 1, bias 0.
+    """
+    if isinstance(module, (nn.Conv2d, nn.Conv3d)):
+        fan_out = math.prod(module.kernel_size) * module.out_channels // module.groups
+        nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm)):
+    elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm, LayerNormChannelsFirst)):
         if module.weight is not None:
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)

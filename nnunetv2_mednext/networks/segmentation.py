@@ -20,6 +20,7 @@ from torch.utils.checkpoint import checkpoint
 from .layers import (
     ConvOp,
     as_tuple,
+    init_weights,
     make_norm,
     masked_kernel,
     pointwise,
@@ -27,7 +28,6 @@ from .layers import (
     same_padding,
     spatial_dims,
     transposed_conv_op,
-    trunc_normal_init,
 )
 from .seed_blocks import DEFAULT_LA_KERNELS, DEFAULT_SEM_KERNELS, MedNeXtBlock
 from .v1_blocks import MedNeXtV1Block, MedNeXtV1Down, MedNeXtV1Up
@@ -80,7 +80,9 @@ class MedNeXtEncoder(nn.Module):
         f = net.features_per_stage
         if net.block == "seed":
             k0 = net.kernel_sizes[0]
-            self.stem = nn.Sequential(c(net.input_channels, f[0], k0, padding=same_padding(k0)), make_norm(net.norm, f[0], c))
+            self.stem = nn.Sequential(
+                c(net.input_channels, f[0], k0, padding=same_padding(k0), bias=False), make_norm(net.norm, f[0], c)
+            )
         else:
             self.stem = pointwise(c, net.input_channels, f[0])
         self.down = nn.ModuleList()
@@ -90,7 +92,7 @@ class MedNeXtEncoder(nn.Module):
                 self.down.append(nn.Identity())
             elif net.block == "seed":
                 s = net.strides[i]
-                self.down.append(nn.Sequential(c(f[i - 1], f[i], s, stride=s), make_norm(net.norm, f[i], c)))
+                self.down.append(nn.Sequential(c(f[i - 1], f[i], s, stride=s, bias=False), make_norm(net.norm, f[i], c)))
             else:
                 self.down.append(
                     MedNeXtV1Down(
@@ -129,8 +131,11 @@ class MedNeXtDecoder(nn.Module):
         for i in range(net.n_stages - 2, -1, -1):
             s = net.strides[i + 1]
             if net.block == "seed":
-                self.up.append(transposed_conv_op(c)(f[i + 1], f[i], s, stride=s))
-                self.fuse.append(nn.Sequential(pointwise(c, 2 * f[i], f[i]), make_norm(net.norm, f[i], c), nn.GELU()))
+                # no biases before a norm: a per-channel constant would be cancelled by it (dead parameter)
+                self.up.append(transposed_conv_op(c)(f[i + 1], f[i], s, stride=s, bias=False))
+                self.fuse.append(
+                    nn.Sequential(pointwise(c, 2 * f[i], f[i], bias=False), make_norm(net.norm, f[i], c), nn.GELU())
+                )
             else:
                 self.up.append(
                     MedNeXtV1Up(
@@ -174,7 +179,7 @@ class MedNeXtUNet(nn.Module):
         exp_ratio, exp_ratio_decoder: FFN expansion ratios per level.
         norm: ``instance`` (default), ``group``, ``layer`` or ``batch``.
         composition: seed block option ``"A"`` or ``"B"``; with ``"B"``, ``la_ffn_stages`` lists the levels whose
-            blocks also get an LA-FFN.
+            blocks also get an LA-FFN (default: the two lowest-resolution levels).
         sem_kernels, la_kernels: seed kernel sets (local + strip lengths; local, dilated, dilation).
         kernel_size: Roy et al. depthwise kernel (3 or 5).
         n_light_levels: with ``block="seed"``, the first (highest-resolution) levels use Roy et al. blocks
@@ -219,7 +224,7 @@ class MedNeXtUNet(nn.Module):
         if n_stages < 2:
             raise ValueError(f"n_stages must be >= 2, got {n_stages}")
         self.conv_op = resolve_conv_op(conv_op)
-        ndim = spatial_dims(self.conv_op)
+        ndim = self.n_spatial = spatial_dims(self.conv_op)
         self.input_channels, self.num_classes, self.n_stages, self.block = input_channels, num_classes, n_stages, block
         self.features_per_stage = [int(v) for v in per_stage(features_per_stage, n_stages, "features_per_stage")]
         ks = list(kernel_sizes) if isinstance(kernel_sizes, (list, tuple)) else [kernel_sizes] * n_stages
@@ -228,6 +233,7 @@ class MedNeXtUNet(nn.Module):
             raise ValueError(f"kernel_sizes and strides need {n_stages} entries (one per stage), got {len(ks)} and {len(st)}")
         self.kernel_sizes = [as_tuple(k, ndim, "kernel_sizes entry") for k in ks]
         self.strides = [as_tuple(s, ndim, "strides entry") for s in st]
+        self._total_stride = tuple(int(v) for v in np.prod(np.array(self.strides), axis=0))
         if any(s != 1 for s in self.strides[0]):
             raise ValueError(f"strides[0] must be all ones (nnU-Net's first stage does not downsample), got {self.strides[0]}")
         self.n_blocks_per_stage = [int(v) for v in per_stage(n_blocks_per_stage, n_stages, "n_blocks_per_stage")]
@@ -237,7 +243,8 @@ class MedNeXtUNet(nn.Module):
         self.exp_ratio_decoder = per_stage(exp_ratio_decoder if exp_ratio_decoder is not None else self.exp_ratio[:-1], n_stages - 1, "exp_ratio_decoder")
         self.norm, self.composition, self.kernel_size = norm, composition, int(kernel_size)
         self.n_light_levels = int(n_light_levels)
-        self.la_ffn_stages = set(la_ffn_stages) if la_ffn_stages is not None else set(range(n_stages))
+        # option B uses LA-FFN sparingly: by default only in the two lowest-resolution levels (else B would equal A)
+        self.la_ffn_stages = set(la_ffn_stages) if la_ffn_stages is not None else {n_stages - 2, n_stages - 1}
         self.sem_kernels, self.la_kernels = tuple(sem_kernels), tuple(la_kernels)
         self.layer_scale, self.checkpointing = layer_scale, bool(checkpointing)
         total_blocks = sum(self.n_blocks_per_stage) + sum(self.n_blocks_per_stage_decoder)
@@ -278,12 +285,21 @@ class MedNeXtUNet(nn.Module):
 
     # -- nnU-Net contract --------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if x.ndim != self.n_spatial + 2 or x.shape[1] != self.input_channels:
+            raise ValueError(
+                f"expected input (B, {self.input_channels}, {', '.join(['*'] * self.n_spatial)}), got {tuple(x.shape)}"
+            )
+        if any(int(s) % t for s, t in zip(x.shape[2:], self._total_stride)):
+            raise ValueError(
+                f"input spatial size {tuple(x.shape[2:])} is not divisible by the network's total stride "
+                f"{self.total_stride} (product of the plan's strides); pad or crop the input"
+            )
         return self.decoder(self.encoder(x))
 
     @property
     def total_stride(self) -> tuple[int, ...]:
         """Per-axis product of the strides: input sizes must be divisible by it."""
-        return tuple(int(v) for v in np.prod(np.array(self.strides), axis=0))
+        return self._total_stride
 
     def level_shapes(self, input_size: Sequence[int]) -> list[tuple[int, ...]]:
         shapes, cur = [], np.array(input_size, dtype=np.int64)
@@ -318,7 +334,7 @@ class MedNeXtUNet(nn.Module):
     @staticmethod
     def initialize(module: nn.Module) -> None:
         """Weight init applied by nnU-Net's ``get_network_from_plans`` (and by the constructor)."""
-        trunc_normal_init(module)
+        init_weights(module)
 
     def set_checkpointing(self, enabled: bool) -> None:
         """Switch gradient checkpointing of every block on or off."""

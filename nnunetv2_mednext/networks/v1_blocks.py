@@ -18,7 +18,10 @@ from .layers import ConvOp, make_norm, pointwise, same_padding, transposed_conv_
 
 
 class MedNeXtV1Block(nn.Module):
-    """ConvNeXt-style block: ``x + PW(GELU(PW(GN(DW_k x))))`` (no activation between DW and expansion)."""
+    """ConvNeXt-style block: ``x + PW(GELU(PW(GN(DW_k x))))`` (no activation between DW and expansion).
+
+    The depthwise conv has no bias: the per-channel norm right after it would cancel it (zero gradient).
+    """
 
     def __init__(
         self,
@@ -43,10 +46,12 @@ class MedNeXtV1Block(nn.Module):
             out_pad = tuple(s - 1 for s in stride_t)
             self.conv1: nn.Module = tconv(
                 in_channels, in_channels, kernel, stride=stride_t, padding=padding,
-                output_padding=out_pad, groups=in_channels,
+                output_padding=out_pad, groups=in_channels, bias=False,
             )
         else:
-            self.conv1 = conv_op(in_channels, in_channels, kernel, stride=stride_t, padding=padding, groups=in_channels)
+            self.conv1 = conv_op(
+                in_channels, in_channels, kernel, stride=stride_t, padding=padding, groups=in_channels, bias=False
+            )
         self.norm = make_norm(norm, in_channels, conv_op)
         self.conv2 = pointwise(conv_op, in_channels, exp_ratio * in_channels)
         self.act = nn.GELU()

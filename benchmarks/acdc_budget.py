@@ -1,0 +1,232 @@
+"""ACDC (TransUNet 70/10/20 split) on CPU: nnU-Net's default 2D U-Net versus MedNeXt at the same iteration budget.
+
+Steps, each a stock command in a subprocess (nnU-Net finds our trainers through the package's start-up hook):
+
+1. ``nnunetv2-mednext convert acdc <source> --write-splits`` (SSL4MIS HDF5 copy; fold 0 = train 70 / val 10 patients);
+2. ``nnUNetv2_plan_and_preprocess -d ID -c 2d -npfp 1 -np 1``;
+3. per trainer (``nnUNetTrainerMedNeXtRefUNet_budget``, ``nnUNetTrainerMedNeXt_budget``):
+   ``nnUNetv2_train ID 2d 0 -tr NAME -device cpu`` with ``NNUNETV2_MEDNEXT_BUDGET=EPOCHS,ITERS,VAL_ITERS``,
+   ``nnUNetv2_predict`` on the 20 test patients (40 volumes) into ``fold_0/test_predictions`` (timed:
+   ``inference_time.json``), ``nnunetv2-mednext evaluate`` (mm and TransUNet rules);
+4. ``nnunetv2-mednext compare`` on the test predictions, then ``docs/results.md`` with the exact commands.
+
+Usage::
+
+    python benchmarks/acdc_budget.py --dry-run            # print the commands only
+    python benchmarks/acdc_budget.py                      # full run (about 40+ min on 2 CPU cores)
+    python benchmarks/acdc_budget.py --budget 1,2,1 --max-patients 2 --work /tmp/acdc_smoke   # smoke test
+
+All nnU-Net folders live under ``--work`` (checkpoints are large; keep it out of git). The environment is
+``nnUNet_raw/nnUNet_preprocessed/nnUNet_results`` under the work dir, ``nnUNet_def_n_proc=1``, ``nnUNet_compile=0``,
+and ``nnUNet_n_proc_DA=0`` on the train command only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "acdc_ssl4mis_h5"
+TRAINERS = ("nnUNetTrainerMedNeXtRefUNet_budget", "nnUNetTrainerMedNeXt_budget")
+PLANS, CONFIG, FOLD = "nnUNetPlans", "2d", 0
+DEFAULT_BUDGET = "3,8,2"
+BUDGET_ENV = "NNUNETV2_MEDNEXT_BUDGET"
+
+
+def _tool(name: str) -> str:
+    """The console script next to this interpreter (the venv's), else whatever is on PATH."""
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else (shutil.which(name) or name)
+
+
+class Step:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], timed_cases: int | None = None,
+                 record: Path | None = None) -> None:
+        self.name, self.argv, self.env, self.timed_cases, self.record = name, argv, env, timed_cases, record
+        self.seconds: float | None = None
+
+    def shell(self) -> str:
+        """The command as one shell line, with its step-specific environment and display names of the tools."""
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
+        argv = [Path(self.argv[0]).name, *self.argv[1:]]
+        return (env + " " if env else "") + " ".join(shlex.quote(a) for a in argv)
+
+
+def build_steps(args: argparse.Namespace) -> tuple[list[Step], dict[str, str], dict[str, Path]]:
+    work = Path(args.work).resolve()
+    raw, pre, res = work / "nnUNet_raw", work / "nnUNet_preprocessed", work / "nnUNet_results"
+    ds = f"Dataset{args.dataset_id:03d}_{args.name}"
+    base_env = {
+        "nnUNet_raw": str(raw), "nnUNet_preprocessed": str(pre), "nnUNet_results": str(res),
+        "nnUNet_def_n_proc": "1", "nnUNet_compile": "0",
+    }
+    paths = {"work": work, "raw": raw / ds, "results": res / ds, "eval": work / "evaluation",
+             "compare": work / "compare_test"}
+    convert = [_tool("nnunetv2-mednext"), "convert", "acdc", str(Path(args.source).resolve()), "--out", str(raw),
+               "--id", str(args.dataset_id), "--name", args.name, "--write-splits", "--preprocessed", str(pre),
+               "--overwrite", "-q"]
+    if args.max_patients:
+        convert += ["--max-per-split", str(args.max_patients)]
+    steps = [
+        Step("convert", convert, {}),
+        Step("plan_and_preprocess", [_tool("nnUNetv2_plan_and_preprocess"), "-d", str(args.dataset_id), "-c", CONFIG,
+                                     "-npfp", "1", "-np", "1"], {}),
+    ]
+    n_test = 2 * (min(args.max_patients, 20) if args.max_patients else 20)
+    for tr in TRAINERS:
+        model = f"{tr}__{PLANS}__{CONFIG}"
+        pred = paths["results"] / model / f"fold_{FOLD}" / "test_predictions"
+        steps.append(Step(f"train {tr}", [_tool("nnUNetv2_train"), str(args.dataset_id), CONFIG, str(FOLD), "-tr", tr,
+                                          "-device", "cpu"], {BUDGET_ENV: args.budget, "nnUNet_n_proc_DA": "0"}))
+        steps.append(Step(f"predict {tr}", [_tool("nnUNetv2_predict"), "-i", str(paths["raw"] / "imagesTs"),
+                                            "-o", str(pred), "-d", str(args.dataset_id), "-c", CONFIG, "-f", str(FOLD),
+                                            "-tr", tr, "-p", PLANS, "-device", "cpu", "-npp", "1", "-nps", "1",
+                                            *([] if args.tta else ["--disable_tta"])], {},
+                          timed_cases=n_test, record=pred / "inference_time.json"))
+        steps.append(Step(f"evaluate {tr}", [_tool("nnunetv2-mednext"), "evaluate", str(paths["raw"] / "labelsTs"),
+                                             str(pred), "-o", str(paths["eval"] / tr), "--method", tr], {}))
+    models = [f"{tr}__{PLANS}__{CONFIG}" for tr in TRAINERS]
+    steps.append(Step("compare", [_tool("nnunetv2-mednext"), "compare", "-d", str(args.dataset_id), "-m", *models,
+                                  "-f", str(FOLD), "--subdir", "test_predictions", "--gt",
+                                  str(paths["raw"] / "labelsTs"), "--hd95", "mm", "--names", "nnU-Net 2D U-Net",
+                                  "MedNeXt (seed, T)", "-o", str(paths["compare"])], {}))
+    return steps, base_env, paths
+
+
+def run_step(step: Step, base_env: dict[str, str], log_dir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("nnUNet_n_proc_DA", BUDGET_ENV)}
+    env.update(base_env)
+    env.update(step.env)
+    log = log_dir / (step.name.replace(" ", "_") + ".log")
+    print(f"[{datetime.now():%H:%M:%S}] {step.name}: {step.shell()}\n    log: {log}", flush=True)
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.run(step.argv, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
+    step.seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-25:]
+        print("\n".join(tail), file=sys.stderr)
+        raise SystemExit(f"step '{step.name}' failed with exit code {proc.returncode}; full log: {log}")
+    if step.record is not None and step.timed_cases:
+        # process start-up and model loading are included: an upper bound per case
+        step.record.write_text(json.dumps({"seconds_total": step.seconds, "num_cases": step.timed_cases,
+                                           "seconds_per_case": step.seconds / step.timed_cases,
+                                           "note": "wall time of nnUNetv2_predict incl. start-up, -npp 1 -nps 1, CPU"}))
+    print(f"    done in {step.seconds:.0f} s", flush=True)
+
+
+def _plans_line(paths: dict[str, Path]) -> str:
+    plans = paths["work"] / "nnUNet_preprocessed" / paths["raw"].name / f"{PLANS}.json"
+    try:
+        cfg = json.loads(plans.read_text())["configurations"][CONFIG]
+        return f"patch {cfg['patch_size']}, batch {cfg['batch_size']}, spacing {cfg['spacing']}"
+    except (OSError, KeyError, ValueError):
+        return "plans not found"
+
+
+def write_results(args: argparse.Namespace, steps: list[Step], base_env: dict[str, str], paths: dict[str, Path],
+                  out: Path) -> None:
+    import torch
+
+    env_line = " ".join(f"{k}={shlex.quote(v)}" for k, v in base_env.items())
+    epochs, iters, val_iters = args.budget.split(",")
+    cap = args.max_patients or 100
+    n_train, n_val, n_test = min(70, cap), min(10, cap), min(20, cap)
+    lines = [
+        "# Results: ACDC, nnU-Net 2D U-Net versus MedNeXt at the same CPU budget", "",
+        f"Written by `benchmarks/acdc_budget.py` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.", "",
+        "## Setup", "",
+        f"- Data: `{args.source}` (SSL4MIS HDF5 copy of ACDC; nominal spacing, see `docs/protocols.md`), "
+        f"TransUNet 70/10/20 patient split"
+        + (f", **reduced to {args.max_patients} patient(s) per split (smoke run)**" if args.max_patients else "") + ".",
+        f"- Training: fold 0 = the {n_train} training patients ({2 * n_train} volumes), validation on the {n_val} "
+        f"validation patients; test = the {n_test} test patients ({2 * n_test} volumes), never seen in training or "
+        "model selection.",
+        f"- Budget: `{BUDGET_ENV}={args.budget}` = {epochs} epochs × {iters} iterations "
+        f"({int(epochs) * int(iters)} training iterations), {val_iters} validation iterations per epoch; "
+        "identical for both trainers. nnU-Net's default is 1000 × 250, so these are **short-budget** numbers, "
+        "not converged ones.",
+        f"- Plans: 2d, {_plans_line(paths)}. Test predictions "
+        + ("with" if args.tta else "without") + " mirroring TTA; nnU-Net's end-of-training validation (the validation "
+        "patients) always mirrors.",
+        "- Models: `nnUNetTrainerMedNeXtRefUNet_budget` (nnU-Net's default trainer and PlainConvUNet from "
+        "`nnUNetPlans`) and `nnUNetTrainerMedNeXt_budget` (seed MedNeXt, same plans, our recipe).",
+        f"- Machine: {platform.machine()} CPU, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"torch {torch.__version__}, no GPU.", "",
+        "## Commands", "", "Environment for every command:", "", "```bash", f"export {env_line}", "```", "",
+        "```bash", *[s.shell() for s in steps], "```", "",
+        "| Step | Wall time (s) |", "|---|---|",
+        *[f"| {s.name} | {s.seconds:.0f} |" for s in steps if s.seconds is not None], "",
+        f"## Test set ({n_test} patients, {2 * n_test} volumes)", "",
+    ]
+    for tr in TRAINERS:
+        table = paths["eval"] / tr / "table.md"
+        if table.is_file():
+            lines += [table.read_text().replace("## Evaluation of", "### Evaluation of"), ""]
+    cmp_md = paths["compare"] / "comparison.md"
+    if cmp_md.is_file():
+        text = cmp_md.read_text().replace("\n## ", "\n### ").replace("# Comparison on", "## Comparison on")
+        lines += [text, ""]
+    png = paths["compare"] / "comparison.png"
+    if png.is_file():
+        target = out.parent / (out.stem + "_acdc_budget.png")
+        shutil.copyfile(png, target)
+        lines += [f"![DSC per class and per case]({target.name})", ""]
+    lines += ["Reading: TransUNet-protocol tables (docs/paper.md §6.3) report converged models; compare the two rows "
+              "here with each other, not with those tables.", ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    print(f"wrote {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", default=str(DEFAULT_SOURCE), help="ACDC SSL4MIS HDF5 folder")
+    p.add_argument("--work", default="/tmp/nnunetv2_mednext_acdc_budget", help="work dir for nnU-Net's folders")
+    p.add_argument("--budget", default=DEFAULT_BUDGET, help=f"EPOCHS,ITERS,VAL_ITERS (default {DEFAULT_BUDGET})")
+    p.add_argument("--dataset-id", type=int, default=802)
+    p.add_argument("--name", default="ACDC")
+    p.add_argument("--max-patients", type=int, help="keep only N patients per split (smoke test)")
+    p.add_argument("--tta", action="store_true",
+                   help="mirroring test-time augmentation on the test predictions (default off, as in TransUNet's "
+                        "protocol; 4x slower in 2D). nnU-Net's own end-of-training validation always mirrors.")
+    p.add_argument("--results-md", help="report path (default docs/results.md; WORK/results.md with --max-patients)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    args = p.parse_args(argv)
+    parts = args.budget.split(",")
+    if len(parts) != 3 or not all(x.isdigit() and int(x) > 0 for x in parts):
+        p.error(f"--budget {args.budget!r}: use EPOCHS,ITERS,VAL_ITERS with positive integers")
+    steps, base_env, paths = build_steps(args)
+    if args.dry_run:
+        print("# environment")
+        print("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in base_env.items()))
+        print("# commands")
+        for s in steps:
+            print(s.shell())
+        return 0
+    if not Path(args.source).is_dir():
+        raise SystemExit(f"ACDC source {args.source} not found; pass --source")
+    out = Path(args.results_md) if args.results_md else (
+        paths["work"] / "results.md" if args.max_patients else REPO / "docs" / "results.md")
+    log_dir = paths["work"] / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    for s in steps:
+        run_step(s, base_env, log_dir)
+    write_results(args, steps, base_env, paths, out)
+    print(f"total {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

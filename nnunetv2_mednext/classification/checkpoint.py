@@ -1,0 +1,56 @@
+"""Checkpoints that are self-describing: class names, input size, channels, normalisation and the network recipe
+travel with the weights, so ``predict`` needs nothing else. Loaded with ``weights_only=True`` (plain types only)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnunetv2_mednext.errors import MedNeXtUserError
+
+FORMAT = "nnunetv2_mednext.classification.checkpoint/1"
+META_KEYS = ("model", "model_kwargs", "class_names", "input_size", "in_chans", "color_mode", "normalization",
+             "intensity", "fold", "package_version")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def save(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any], **state: Any) -> None:
+    """Atomic write of ``{"format", "meta", "state_dict", **state}``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    sd = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    torch.save({"format": FORMAT, "meta": meta, "state_dict": sd, **state}, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise MedNeXtUserError(f"checkpoint {str(path)!r} does not exist; fix: pass a checkpoint_*.pt from a training run")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # any unpickling problem means a bad file
+        reason = " ".join(str(e).split())[:200]
+        raise MedNeXtUserError(f"cannot load checkpoint {str(path)!r} ({reason}); fix: pass a checkpoint_*.pt file") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise MedNeXtUserError(
+            f"{str(path)!r} is not a classification checkpoint of nnunetv2-mednext; fix: pass fold_K/checkpoint_final.pt"
+        )
+    return ckpt
+
+
+def build_from(ckpt: dict[str, Any]) -> nn.Module:
+    """The network of a loaded checkpoint, weights restored, in eval mode."""
+    from .models import build_classifier
+
+    meta = ckpt["meta"]
+    model = build_classifier(meta["model"], meta["in_chans"], len(meta["class_names"]), **meta["model_kwargs"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()

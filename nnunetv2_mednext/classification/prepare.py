@@ -1,0 +1,123 @@
+"""Everything before training that needs no torch: find the images, fingerprint them, drop or group duplicates,
+make or load the splits. Problems surface here as one-line errors, before any heavy import."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nnunetv2_mednext.errors import MedNeXtUserError
+
+from . import fingerprint as fpmod
+from . import splits as spmod
+from .console import Console
+from .duplicates import drop_exact_duplicates, leakage_components
+from .index import DatasetIndex, discover
+
+
+@dataclass
+class Prepared:
+    index: DatasetIndex
+    fingerprint: dict
+    splits: dict
+    components: np.ndarray
+    dropped: list[dict] = field(default_factory=list)
+
+
+def existing_run(out_dir: Path) -> list[str]:
+    """Fold folders of ``out_dir`` that already hold checkpoints or results."""
+    found = []
+    for d in sorted(out_dir.glob("fold_*")):
+        if any((d / n).exists() for n in ("checkpoint_latest.pt", "checkpoint_final.pt", "metrics.json")):
+            found.append(d.name)
+    return found
+
+
+def prepare(
+    data: str | os.PathLike | DatasetIndex,
+    out_dir: str | os.PathLike | None,
+    *,
+    n_folds: int = 5,
+    seed: int = 12345,
+    split_mode: str = "cv",
+    splits_file: str | os.PathLike | None = None,
+    near_threshold: int = fpmod.DEFAULT_NEAR_THRESHOLD,
+    duplicates: str = "group",
+    console: Console | None = None,
+    write: bool = True,
+) -> Prepared:
+    """Index, fingerprint (``out_dir/fingerprint.json``), duplicate policy and splits (``out_dir/splits.json``).
+
+    ``duplicates``: ``group`` keeps every image and keeps duplicates in one fold; ``drop`` keeps one image of each
+    exact-duplicate group and drops groups whose labels disagree (near duplicates stay grouped either way).
+    ``split_mode``: ``cv`` (stratified group k-fold) or ``holdout`` (70/10/20). An existing ``out_dir/splits.json``
+    is reused; ``splits_file`` (a user file) wins over both and is copied there.
+    """
+    console = console or Console()
+    if duplicates not in ("group", "drop"):
+        raise MedNeXtUserError(f"--duplicates must be group or drop (got {duplicates!r}); fix: change the option")
+    if split_mode not in ("cv", "holdout"):
+        raise MedNeXtUserError(f"--split must be cv or holdout (got {split_mode!r}); fix: change the option")
+    index = data if isinstance(data, DatasetIndex) else discover(data)
+    out = Path(out_dir) if out_dir is not None else None
+    write = write and console.main and out is not None
+    fp_path = out / "fingerprint.json" if out is not None else None
+    fp, reused = fpmod.load_or_compute(index, fp_path, near_threshold, progress=console.progress_disabled() is None,
+                                       write=write)
+    console.info(f"fingerprint{' (cached)' if reused else ''}:")
+    for line in fpmod.describe(fp):
+        console.info("  " + line)
+    for w in fpmod.warnings_for(fp):
+        console.warn(w)
+
+    dropped: list[dict] = []
+    if duplicates == "drop":
+        index, dropped = drop_exact_duplicates(index, fp)
+        if dropped:
+            conflicts = sum("another label" in d["reason"] for d in dropped)
+            console.info(f"duplicates: dropped {len(dropped)} exact duplicates ({conflicts} with conflicting labels); "
+                         f"{len(index)} images left")
+            counts = index.class_counts()
+            if sum(v > 0 for v in counts.values()) < 2:
+                raise MedNeXtUserError("fewer than 2 classes left after dropping duplicates; fix: --duplicates group")
+        if write:
+            fpmod.save_json({"dropped": dropped}, out / "dropped_duplicates.json")
+
+    comps = leakage_components(index, fp, use_near=True)
+    splits_path = out / "splits.json" if out is not None else None
+    if splits_file is not None:
+        splits = spmod.load_splits(splits_file, index)
+        console.info(f"splits: {splits['n_folds']} folds from {splits_file}")
+        if write and (splits_path is None or Path(splits_file).resolve() != splits_path.resolve()):
+            spmod.save_splits({k: v for k, v in splits.items() if not k.startswith("_")}, splits_path)
+    elif splits_path is not None and splits_path.is_file():
+        splits = spmod.load_splits(splits_path, index)
+        console.info(f"splits: reusing {splits_path} ({splits['n_folds']} folds)")
+    else:
+        if split_mode == "cv":
+            splits = spmod.make_cv_splits(index, comps, n_folds, seed)
+        else:
+            splits = spmod.make_holdout_split(index, comps, seed=seed)
+        splits["grouped_by"] = (["patient column"] if index.has_groups else []) + [
+            "exact duplicates",
+            f"near duplicates (dHash <= {fp['duplicates']['near_threshold']} bits)"
+            if fp["duplicates"]["near_threshold"] >= 0 else "near duplicates: off",
+        ]
+        splits = spmod.attach_positions(splits, index)
+        if write:
+            spmod.save_splits({k: v for k, v in splits.items() if not k.startswith("_")}, splits_path)
+        console.info(f"splits: {splits['method']}, {splits['n_folds']} fold(s), seed {seed}, grouped by "
+                     + ", ".join(splits["grouped_by"]))
+    for w in spmod.leak_report(splits, index, comps) + spmod.coverage_report(splits, index):
+        console.warn(w)
+    for w in spmod.largest_group_report(index, comps, splits["n_folds"]):
+        console.warn(w)
+    return Prepared(index, fp, splits, comps, dropped)
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    return json.loads(Path(path).read_text())

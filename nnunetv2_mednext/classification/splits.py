@@ -1,0 +1,210 @@
+"""Leakage-safe splits: stratified k-fold (or a 70/10/20 hold-out) over leakage groups, saved as ``splits.json``.
+
+A leakage group (see :mod:`.duplicates`) never crosses folds. Splits store sample ids, so a file stays valid when
+the dataset's rows are reordered; user-given files (ours, or nnU-Net's list of ``{"train", "val"}``) are honoured
+and only checked (a warning per leak).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from nnunetv2_mednext.errors import MedNeXtUserError
+
+from .index import DatasetIndex
+
+FORMAT = "nnunetv2_mednext.classification.splits/1"
+PARTS = ("train", "val", "test")
+
+
+def _fold_ids(index: DatasetIndex, **parts: np.ndarray) -> dict[str, list[str]]:
+    ids = index.ids
+    return {k: sorted(ids[i] for i in v) for k, v in parts.items()}
+
+
+def _check_enough_groups(index: DatasetIndex, comps: np.ndarray, n_splits: int, what: str) -> None:
+    n_groups = len(np.unique(comps))
+    if n_groups < n_splits:
+        raise MedNeXtUserError(
+            f"only {n_groups} independent groups (patients / duplicate clusters) in {len(index)} images, too few for "
+            f"{what}; fix: use fewer folds (--folds), add data, or loosen duplicate grouping (--near-dup-threshold -1)"
+        )
+
+
+def _check_class_sizes(index: DatasetIndex, n_splits: int, what: str) -> None:
+    small = {c: n for c, n in index.class_counts().items() if 0 < n < n_splits}
+    if small:
+        c, n = min(small.items(), key=lambda kv: kv[1])
+        raise MedNeXtUserError(
+            f"class {c!r} has only {n} images, fewer than the {n_splits} parts of {what}; fix: use --folds {n} or "
+            "fewer, or add images"
+        )
+
+
+def _sgkf(labels: np.ndarray, comps: np.ndarray, n_splits: int, seed: int) -> list[np.ndarray]:
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class has only N members": reported by us
+        cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        return [val for _, val in cv.split(np.zeros(len(labels)), labels, comps)]
+
+
+def make_cv_splits(index: DatasetIndex, comps: np.ndarray, n_folds: int = 5, seed: int = 12345) -> dict:
+    """Stratified group k-fold: every leakage group lies in exactly one validation fold."""
+    if n_folds < 2:
+        raise MedNeXtUserError(f"--folds must be >= 2 for cross-validation (got {n_folds}); fix: use --split holdout")
+    _check_enough_groups(index, comps, n_folds, f"{n_folds} folds")
+    _check_class_sizes(index, n_folds, f"{n_folds}-fold cross-validation")
+    vals = _sgkf(index.labels(), comps, n_folds, seed)
+    every = np.arange(len(index))
+    folds = [_fold_ids(index, train=np.setdiff1d(every, v), val=v) for v in vals]
+    return {"format": FORMAT, "method": "stratified group k-fold", "n_folds": n_folds, "seed": seed, "folds": folds}
+
+
+def make_holdout_split(index: DatasetIndex, comps: np.ndarray, val: float = 0.1, test: float = 0.2,
+                       seed: int = 12345) -> dict:
+    """One group-aware stratified train/val/test split (fractions rounded to tenths: 10 group folds)."""
+    n_val, n_test = round(val * 10), round(test * 10)
+    if n_test < 1 or n_val < 0 or n_val + n_test >= 10:
+        raise MedNeXtUserError(f"hold-out fractions val={val}, test={test} are invalid; fix: e.g. 0.1 and 0.2")
+    _check_enough_groups(index, comps, 10, "a 70/10/20 hold-out (10 group folds)")
+    _check_class_sizes(index, 10, "the hold-out split (10 group folds)")
+    vals = _sgkf(index.labels(), comps, 10, seed)
+    test_idx = np.concatenate(vals[:n_test])
+    val_idx = np.concatenate(vals[n_test : n_test + n_val]) if n_val else np.zeros(0, dtype=np.int64)
+    train_idx = np.concatenate(vals[n_test + n_val :])
+    fold = _fold_ids(index, train=train_idx, val=val_idx, test=test_idx)
+    if not n_val:
+        fold.pop("val")
+    return {"format": FORMAT, "method": f"stratified group hold-out {10 - n_val - n_test}/{n_val}/{n_test} (tenths)",
+            "n_folds": 1, "seed": seed, "folds": [fold]}
+
+
+def save_splits(splits: dict, path: str | os.PathLike) -> None:
+    from .fingerprint import save_json
+
+    save_json(splits, path)
+
+
+def _lookup(index: DatasetIndex) -> dict[str, int]:
+    """Ids, normalised ids and absolute paths -> position."""
+    table: dict[str, int] = {}
+    for i, sample in enumerate(index.samples):
+        for key in (sample.id, os.path.normpath(sample.id), os.path.normpath(sample.path)):
+            table.setdefault(key, i)
+    return table
+
+
+def load_splits(path: str | os.PathLike, index: DatasetIndex) -> dict:
+    """Read a split file and check it against ``index``; returns our format with positions in ``_positions``."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise MedNeXtUserError(f"cannot read split file {str(path)!r} ({e}); fix: pass a JSON split file") from None
+    folds = raw.get("folds") if isinstance(raw, dict) else raw
+    if not isinstance(folds, list) or not folds or not all(isinstance(f, dict) and "train" in f for f in folds):
+        raise MedNeXtUserError(
+            f"split file {str(path)!r} is not a list of folds; fix: use {{\"folds\": [{{\"train\": [...], "
+            "\"val\": [...]}}, ...]}} (or nnU-Net's splits_final.json list)"
+        )
+    positions, unknown = [], []
+    table = _lookup(index)
+    for k, f in enumerate(folds):
+        if "val" not in f and "test" not in f:
+            raise MedNeXtUserError(f"fold {k} of split file {str(path)!r} has no 'val' list; fix: add one")
+        fp: dict[str, list[int]] = {}
+        for part in PARTS:
+            if part not in f:
+                continue
+            pos = []
+            for item in f[part]:
+                p = table.get(str(item), table.get(os.path.normpath(str(item))))
+                if p is None:
+                    unknown.append(str(item))
+                else:
+                    pos.append(p)
+            fp[part] = pos
+        for a in PARTS:
+            for b in PARTS:
+                if a < b and a in fp and b in fp and set(fp[a]) & set(fp[b]):
+                    both = index.samples[sorted(set(fp[a]) & set(fp[b]))[0]].id
+                    raise MedNeXtUserError(
+                        f"fold {k} of split file {str(path)!r} puts {both!r} in both {a} and {b}; fix: each image "
+                        "belongs to one part"
+                    )
+        positions.append(fp)
+    if unknown:
+        raise MedNeXtUserError(
+            f"split file {str(path)!r} names {len(unknown)} images that are not in the dataset, first {unknown[0]!r}; "
+            "fix: regenerate the splits (delete the file) or use the dataset the splits were made for"
+        )
+    out = dict(raw) if isinstance(raw, dict) else {"format": FORMAT, "method": "user", "folds": folds}
+    out["n_folds"] = len(folds)
+    out["_positions"] = positions
+    return out
+
+
+def attach_positions(splits: dict, index: DatasetIndex) -> dict:
+    """``splits`` made by us for ``index``: add ``_positions`` without re-reading."""
+    splits = dict(splits)
+    splits["_positions"] = [
+        {part: [index.position(i) for i in f[part]] for part in PARTS if part in f} for f in splits["folds"]
+    ]
+    return splits
+
+
+def leak_report(splits: dict, index: DatasetIndex, comps: np.ndarray) -> list[str]:
+    """A warning per fold where a leakage group (patient / duplicates) has members in two parts."""
+    out = []
+    for k, fp in enumerate(splits["_positions"]):
+        owner: dict[int, str] = {}
+        crossing: set[int] = set()
+        for part in PARTS:
+            for p in fp.get(part, []):
+                c = int(comps[p])
+                if c in owner and owner[c] != part:
+                    crossing.add(c)
+                owner.setdefault(c, part)
+        if crossing:
+            c = sorted(crossing)[0]
+            members = [index.samples[i].id for i in np.nonzero(comps == c)[0][:3]]
+            out.append(
+                f"fold {k}: {len(crossing)} patient/duplicate groups are split between train and evaluation parts "
+                f"(e.g. {', '.join(members)})"
+            )
+    return out
+
+
+def coverage_report(splits: dict, index: DatasetIndex) -> list[str]:
+    """Warnings for folds whose train or evaluation part lacks a class."""
+    labels = index.labels()
+    out = []
+    for k, fp in enumerate(splits["_positions"]):
+        for part, pos in fp.items():
+            present = set(labels[pos].tolist()) if pos else set()
+            missing = [c for i, c in enumerate(index.class_names) if i not in present]
+            if missing and part == "train":
+                out.append(f"fold {k}: no {', '.join(missing)} images in train")
+            elif missing and pos:
+                out.append(f"fold {k}: no {', '.join(missing)} images in {part} (metrics for that class are undefined)")
+    return out
+
+
+def largest_group_report(index: DatasetIndex, comps: np.ndarray, n_folds: int) -> list[str]:
+    """Warn when one leakage group holds more than half a fold (near-duplicate chains can merge many images)."""
+    if len(comps) == 0:
+        return []
+    _, counts = np.unique(comps, return_counts=True)
+    biggest = int(counts.max())
+    if n_folds > 1 and biggest > len(index) / (2 * n_folds):
+        return [
+            f"one patient/duplicate group holds {biggest} of {len(index)} images; folds will be unbalanced "
+            "(fix: --near-dup-threshold lower, or -1 to group only exact duplicates and patients)"
+        ]
+    return []

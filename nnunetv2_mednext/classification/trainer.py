@@ -1,0 +1,470 @@
+"""The training loop: one fold at a time, resumable, single process or DDP under ``torchrun``.
+
+Per fold ``out/fold_K/``: ``checkpoint_latest.pt`` (every epoch, removed at the end), ``checkpoint_best.pt``
+(best balanced accuracy on the validation part), ``checkpoint_final.pt``, ``history.json``,
+``training_curve.png``, and for the evaluated part (``test`` if the split has one, else ``val``):
+``eval_set.csv``, ``predictions.csv``, ``metrics.json``, ``confusion_matrix.png``.
+
+Randomness is re-seeded from (seed, fold, epoch) at every epoch, so a resumed run repeats exactly what an
+uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from nnunetv2_mednext import __version__
+from nnunetv2_mednext.errors import MedNeXtUserError
+
+from . import checkpoint as ckpt_io
+from .config import RESUME_KEYS, TrainConfig
+from .console import Console
+from .datasets import BalancedEpochSampler, FoldDataset, ImageCache, class_weights
+from .distributed import DistContext
+from .fingerprint import save_json
+from .index import DatasetIndex
+from .metrics import aggregate, compute_metrics, fmt_pct
+from .models import build_classifier, count_parameters
+from .plots import plot_confusion_matrix, plot_training_curve
+from .prepare import Prepared
+from .schedule import lr_at
+from .transforms import build_augmentation, normalize_batch
+
+EpochCallback = Callable[[int, int, dict], None]  # (fold, epochs done, history record)
+
+
+def seed_everything(*parts: int) -> None:
+    seed = 0
+    for p in parts:
+        seed = (seed * 1000003 + int(p)) % (2**31 - 1)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def model_meta(prepared: Prepared, config: TrainConfig) -> dict:
+    """What a checkpoint must carry for ``predict``: recipe, classes, input size, channels, normalisation."""
+    fp = prepared.fingerprint
+    mode = fp["color_mode"] if config.channels == "auto" else config.channels
+    norm = fp["normalization"][mode]
+    return {
+        "model": config.model,
+        "model_kwargs": dict(config.model_kwargs),
+        "class_names": list(prepared.index.class_names),
+        "input_size": int(config.input_size),
+        "in_chans": 1 if mode == "grey" else 3,
+        "color_mode": mode,
+        "normalization": {"mean": list(norm["mean"]), "std": list(norm["std"])},
+        "intensity": "uint8 /255; other dtypes per-image 0.5-99.5 percentile rescale; resized (bilinear) to a square",
+        "package_version": __version__,
+    }
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class FoldTrainer:
+    def __init__(self, prepared: Prepared, cache: ImageCache, config: TrainConfig, meta: dict, out_dir: Path,
+                 ctx: DistContext, console: Console) -> None:
+        self.p, self.cache, self.cfg, self.meta, self.out, self.ctx, self.console = (
+            prepared, cache, config, meta, out_dir, ctx, console)
+        self.labels = prepared.index.labels()
+        self.device = ctx.device
+        cuda = self.device.type == "cuda"
+        self.amp = config.amp == "on" or (config.amp == "auto" and cuda)
+        if self.amp and not cuda:
+            console.warn("--amp on needs CUDA; training in float32")
+            self.amp = False
+        self.amp_dtype = torch.bfloat16 if (cuda and torch.cuda.is_bf16_supported()) else torch.float16
+        self.channels_last = config.channels_last == "on" or (config.channels_last == "auto" and cuda)
+        self.workers = config.workers if config.workers >= 0 else (min(4, os.cpu_count() or 1) if cuda else 0)
+        if cuda:
+            torch.backends.cudnn.benchmark = True
+
+    # ------------------------------------------------------------------ helpers
+    def _to_input(self, x: torch.Tensor) -> torch.Tensor:
+        x = normalize_batch(x.to(self.device, non_blocking=True), self.meta["normalization"]["mean"],
+                            self.meta["normalization"]["std"])
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _autocast(self):
+        if self.amp:
+            return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+        return contextlib.nullcontext()
+
+    def _sync_buffers(self, model: nn.Module) -> None:
+        """BatchNorm running statistics from rank 0 on every rank (what the saved checkpoint holds)."""
+        if self.ctx.enabled:
+            for b in ckpt_io.unwrap(model).buffers():
+                torch.distributed.broadcast(b.data, 0)
+
+    @torch.no_grad()
+    def predict_positions(self, model: nn.Module, positions: Sequence[int]) -> tuple[np.ndarray, float]:
+        """Class probabilities (rows in ``positions`` order) and the mean cross-entropy over them."""
+        net = ckpt_io.unwrap(model)
+        net.eval()
+        self._sync_buffers(model)
+        ds = FoldDataset(self.cache, positions, self.labels)
+        sampler = DistributedSampler(ds, self.ctx.world, self.ctx.rank, shuffle=False) if self.ctx.enabled else None
+        loader = DataLoader(ds, batch_size=max(self.cfg.batch_size, 1) * 2, sampler=sampler, shuffle=False,
+                            num_workers=self.workers, pin_memory=self.device.type == "cuda")
+        rows: dict[int, np.ndarray] = {}
+        for x, _, pos in loader:
+            with self._autocast():
+                logits = net(self._to_input(x))
+            probs = torch.softmax(logits.float(), 1).cpu().numpy()
+            for p, pr in zip(pos.tolist(), probs):
+                rows[p] = pr
+        if self.ctx.enabled:
+            merged: dict[int, np.ndarray] = {}
+            for part in self.ctx.all_gather_object(rows):
+                merged.update(part)
+            rows = merged
+        probs = np.stack([rows[p] for p in positions]).astype(np.float64)
+        y = self.labels[list(positions)]
+        nll = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
+        return probs, nll
+
+    # ------------------------------------------------------------------ one fold
+    def run(self, fold: int, parts: dict[str, list[int]], resume: bool,
+            callbacks: Sequence[EpochCallback] = ()) -> dict:
+        cfg, ctx, con = self.cfg, self.ctx, self.console
+        fdir = self.out / f"fold_{fold}"
+        metrics_path = fdir / "metrics.json"
+        if resume and metrics_path.is_file():
+            con.info(f"fold {fold}: already finished, reading {metrics_path}")
+            return json.loads(metrics_path.read_text())
+        if ctx.main:
+            fdir.mkdir(parents=True, exist_ok=True)
+        ctx.barrier()
+        train_pos = list(parts["train"])
+        val_pos = list(parts.get("val", []))
+        eval_part = "test" if parts.get("test") else "val"
+        report_pos = list(parts.get(eval_part, []))
+        if not train_pos or not report_pos:
+            raise MedNeXtUserError(f"fold {fold} has an empty train or {eval_part} part; fix: check the split file")
+        train_labels = self.labels[train_pos]
+        k = len(self.meta["class_names"])
+
+        seed_everything(cfg.seed, fold)
+        model = build_classifier(cfg.model, self.meta["in_chans"], k, **cfg.model_kwargs).to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        n_params = count_parameters(model)
+        if ctx.enabled:
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+        scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        weight = class_weights(train_labels, k).to(self.device) if cfg.balance == "weights" else None
+        criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+
+        colour = self.meta["in_chans"] == 3 and self.p.fingerprint["color_mode"] == "rgb"
+        aug = build_augmentation(cfg.input_size, cfg.augment, colour, cfg.color_jitter)
+        train_ds = FoldDataset(self.cache, train_pos, self.labels, aug)
+        if cfg.balance == "sampler":
+            sampler = BalancedEpochSampler(train_labels, len(train_pos), cfg.seed + fold, ctx.rank, ctx.world)
+        else:
+            sampler = DistributedSampler(train_ds, ctx.world, ctx.rank, shuffle=True, seed=cfg.seed + fold)
+        per_rank = len(sampler)
+        loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=self.workers,
+                            drop_last=per_rank > cfg.batch_size, pin_memory=self.device.type == "cuda")
+        steps_per_epoch = len(loader)
+        total_steps = cfg.epochs * steps_per_epoch
+        warmup_steps = cfg.warmup_epochs * steps_per_epoch
+
+        history: list[dict] = []
+        best: dict | None = None
+        start = 0
+        latest = fdir / "checkpoint_latest.pt"
+        final = fdir / "checkpoint_final.pt"
+        if resume and final.is_file():
+            state = ckpt_io.load(final)
+            ckpt_io.unwrap(model).load_state_dict(state["state_dict"])
+            history, best, start = state.get("history", []), state.get("best"), cfg.epochs
+            con.info(f"fold {fold}: training finished earlier, evaluating {final}")
+        elif resume and latest.is_file():
+            state = ckpt_io.load(latest)
+            ckpt_io.unwrap(model).load_state_dict(state["state_dict"])
+            opt.load_state_dict(state["optimizer"])
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            history, best, start = state["history"], state.get("best"), int(state["epoch"])
+            con.info(f"fold {fold}: resuming from {latest.name} after epoch {start}/{cfg.epochs}")
+        con.info(
+            f"fold {fold}: {len(train_pos)} train / {len(val_pos)} val"
+            + (f" / {len(report_pos)} test" if eval_part == "test" else "")
+            + f" images; {cfg.model} ({n_params / 1e6:.2f} M params, {self.meta['in_chans']} ch, "
+            f"{cfg.input_size}px) on {self.device}{' x' + str(ctx.world) if ctx.enabled else ''}"
+            + (f", AMP {str(self.amp_dtype).replace('torch.', '')}" if self.amp else "")
+        )
+
+        from tqdm import tqdm
+
+        t_fold = time.time()
+        for epoch in range(start, cfg.epochs):
+            t0 = time.time()
+            seed_everything(cfg.seed, fold, epoch + 1)
+            sampler.set_epoch(epoch)
+            model.train()
+            loss_sum = n_seen = 0.0
+            lr = cfg.lr
+            bar = tqdm(loader, desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+                       disable=con.progress_disabled())
+            for i, (x, y, _) in enumerate(bar):
+                lr = lr_at(epoch * steps_per_epoch + i, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                y = y.to(self.device, non_blocking=True)
+                with self._autocast():
+                    logits = model(self._to_input(x))
+                loss = criterion(logits.float(), y)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip:
+                    scaler.unscale_(opt)
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                loss_sum += float(loss.detach()) * len(y)
+                n_seen += len(y)
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
+            loss_sum, n_seen = ctx.all_reduce_sum([loss_sum, n_seen])
+            rec = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(n_seen, 1)}
+            last = epoch + 1 == cfg.epochs
+            if val_pos and ((epoch + 1) % cfg.val_every == 0 or last):
+                probs, vloss = self.predict_positions(model, val_pos)
+                m = compute_metrics(self.labels[val_pos], probs, self.meta["class_names"])
+                rec.update(val_loss=vloss, val_accuracy=m["accuracy"], val_balanced_accuracy=m["balanced_accuracy"])
+                score = (m["balanced_accuracy"] or 0.0, -vloss)
+                if best is None or score > (best["val_balanced_accuracy"], -best["val_loss"]):
+                    best = {"epoch": epoch + 1, "val_balanced_accuracy": score[0], "val_loss": vloss}
+                    if ctx.main:
+                        ckpt_io.save(fdir / "checkpoint_best.pt", model, {**self.meta, "fold": fold},
+                                     epoch=epoch + 1, best=best)
+            rec["time_s"] = round(time.time() - t0, 3)
+            history.append(rec)
+            con.info(
+                f"fold {fold} epoch {epoch + 1}/{cfg.epochs}  lr {lr:.2e}  train_loss {rec['train_loss']:.4f}"
+                + (f"  val_loss {rec['val_loss']:.4f}  val_acc {rec['val_accuracy']:.4f}  "
+                   f"val_bacc {rec['val_balanced_accuracy']:.4f}" if "val_loss" in rec else "")
+                + f"  ({rec['time_s']:.1f} s)"
+            )
+            if ctx.main:
+                ckpt_io.save(latest, model, {**self.meta, "fold": fold}, epoch=epoch + 1, history=history, best=best,
+                             optimizer=opt.state_dict(), scaler=scaler.state_dict() if scaler.is_enabled() else None,
+                             config=cfg.to_dict())
+                save_json({"history": history, "best": best}, fdir / "history.json")
+            ctx.barrier()
+            for cb in callbacks:
+                cb(fold, epoch + 1, rec)
+        train_time = time.time() - t_fold
+
+        if start < cfg.epochs and ctx.main:
+            ckpt_io.save(final, model, {**self.meta, "fold": fold}, epoch=cfg.epochs, history=history, best=best,
+                         config=cfg.to_dict())
+            latest.unlink(missing_ok=True)
+        ctx.barrier()
+
+        which = "final"
+        want = cfg.report_checkpoint if cfg.report_checkpoint != "auto" else ("best" if eval_part == "test" else "final")
+        if want == "best" and (fdir / "checkpoint_best.pt").is_file():
+            ckpt_io.unwrap(model).load_state_dict(ckpt_io.load(fdir / "checkpoint_best.pt")["state_dict"])
+            which = "best"
+        probs, loss = self.predict_positions(model, report_pos)
+        metrics = compute_metrics(self.labels[report_pos], probs, self.meta["class_names"])
+        metrics.update(
+            fold=fold, evaluated_on=eval_part, checkpoint=f"checkpoint_{which}.pt", loss=loss,
+            n_train=len(train_pos), n_val=len(val_pos), epochs=cfg.epochs, model=cfg.model, params=n_params,
+            train_time_s=round(sum(h.get("time_s", 0.0) for h in history), 1) if history else round(train_time, 1),
+            best=best,
+        )
+        if ctx.main:
+            self._write_fold_outputs(fdir, fold, report_pos, probs, metrics, history)
+        ctx.barrier()
+        con.info(
+            f"fold {fold} ({eval_part}, {which}): accuracy {fmt_pct(metrics['accuracy'])}  "
+            f"balanced {fmt_pct(metrics['balanced_accuracy'])}  macro F1 {fmt_pct(metrics['macro']['f1'])}  "
+            f"macro AUC {fmt_pct(metrics['macro']['auc'])}"
+        )
+        return metrics
+
+    def _write_fold_outputs(self, fdir: Path, fold: int, positions: list[int], probs: np.ndarray, metrics: dict,
+                            history: list[dict]) -> None:
+        names = self.meta["class_names"]
+        samples = [self.p.index.samples[i] for i in positions]
+        write_eval_set(fdir / "eval_set.csv", samples)
+        write_predictions(fdir / "predictions.csv", [s.path for s in samples], probs, names,
+                          labels=[s.label for s in samples])
+        save_json(metrics, fdir / "metrics.json")
+        plot_confusion_matrix(metrics["confusion_matrix"]["matrix"], names, fdir / "confusion_matrix.png",
+                              f"fold {fold} ({metrics['evaluated_on']}): accuracy {100 * metrics['accuracy']:.1f}%")
+        if history:
+            plot_training_curve(history, fdir / "training_curve.png", f"{self.cfg.model}, fold {fold}")
+
+
+def write_eval_set(path: Path, samples) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "group"])
+        for s in samples:
+            w.writerow([s.path, s.label, s.group or ""])
+
+
+def write_predictions(path: str | os.PathLike, paths: Sequence[str], probs: np.ndarray, class_names: Sequence[str],
+                      labels: Sequence[str | None] | None = None) -> None:
+    """CSV ``path[,label],prediction,prob_<class>...`` (probabilities with 8 decimals)."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        has_labels = labels is not None and any(lab is not None for lab in labels)
+        w.writerow(["path"] + (["label"] if has_labels else []) + ["prediction"] + [f"prob_{c}" for c in class_names])
+        for i, (p, pr) in enumerate(zip(paths, probs)):
+            row = [p] + ([labels[i] or ""] if has_labels else []) + [class_names[int(np.argmax(pr))]]
+            w.writerow(row + [f"{v:.8f}" for v in pr])
+
+
+def check_resume_config(out_dir: Path, config: TrainConfig, class_names: list[str]) -> None:
+    path = out_dir / "config.json"
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    now = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as stored
+    for key in RESUME_KEYS:
+        if old.get("config", {}).get(key) != now.get(key):
+            raise MedNeXtUserError(
+                f"--resume with {key}={now.get(key)!r} but the run in {str(out_dir)!r} used "
+                f"{old['config'].get(key)!r}; fix: use the same settings, or a new --out"
+            )
+    if old.get("class_names") and old["class_names"] != class_names:
+        raise MedNeXtUserError(f"--resume on a dataset with other classes than {old['class_names']}; fix: a new --out")
+
+
+def train_folds(
+    prepared: Prepared,
+    out_dir: str | os.PathLike,
+    config: TrainConfig,
+    folds: Sequence[int] | None = None,
+    resume: bool = False,
+    ctx: DistContext | None = None,
+    console: Console | None = None,
+    callbacks: Sequence[EpochCallback] = (),
+) -> dict:
+    """Train and evaluate the requested folds (default all); write ``summary.json`` over the finished folds."""
+    from .distributed import setup
+    from .prepare import existing_run
+
+    config.validate()
+    out = Path(out_dir)
+    own_ctx = ctx is None
+    ctx = ctx or setup(config.device)
+    console = console or Console(config.quiet, ctx.main)
+    try:
+        n = prepared.splits["n_folds"]
+        folds = list(range(n)) if folds is None else list(folds)
+        bad = [f for f in folds if not 0 <= f < n]
+        if bad:
+            raise MedNeXtUserError(f"fold {bad[0]} does not exist ({n} folds in the split); fix: --fold 0..{n - 1}")
+        if not resume:
+            done = [d for d in existing_run(out) if int(d.split("_")[1]) in folds]
+            if done:
+                raise MedNeXtUserError(
+                    f"{str(out)!r} already holds a run ({', '.join(done)}); fix: --resume to continue it, or another --out"
+                )
+        else:
+            check_resume_config(out, config, prepared.index.class_names)
+        meta = model_meta(prepared, config)
+        if ctx.main:
+            out.mkdir(parents=True, exist_ok=True)
+            save_json({"config": config.to_dict(), "class_names": meta["class_names"], "meta": meta,
+                       "world_size": ctx.world, "folds": folds}, out / "config.json")
+        needed = sorted({p for f in folds for part in prepared.splits["_positions"][f].values() for p in part})
+        cache = _SubsetCache(prepared.index, needed, config, meta, console)
+        trainer = FoldTrainer(prepared, cache, config, meta, out, ctx, console)
+        results = {f: trainer.run(f, prepared.splits["_positions"][f], resume, callbacks) for f in folds}
+        summary = summarize_run(out, prepared.index.class_names) if ctx.main else {}
+        if ctx.main and summary:
+            for line in format_summary(summary):
+                console.info(line)
+        return {"folds": results, "summary": summary}
+    finally:
+        if own_ctx:
+            ctx.close()
+
+
+class _SubsetCache(ImageCache):
+    """Decode only the images the requested folds use; positions stay those of the full index."""
+
+    def __init__(self, index: DatasetIndex, needed: list[int], config: TrainConfig, meta: dict, console: Console):
+        self._map = {p: i for i, p in enumerate(needed)}
+        super().__init__([index.samples[p] for p in needed], config.input_size, meta["in_chans"],
+                         config.cache_images, progress=console.progress_disabled() is None)
+
+    def get(self, i: int) -> np.ndarray:
+        return super().get(self._map[i])
+
+
+def summarize_run(out_dir: str | os.PathLike, class_names: Sequence[str] | None = None) -> dict:
+    """Mean +- std over the finished folds of a run folder (``fold_*/metrics.json``), plus pooled out-of-fold
+    metrics from their ``predictions.csv``; written to ``summary.json``."""
+    from .evaluate import read_predictions
+
+    out = Path(out_dir)
+    fold_files = sorted(out.glob("fold_*/metrics.json"), key=lambda p: int(p.parent.name.split("_")[1]))
+    if not fold_files:
+        return {}
+    per_fold = [json.loads(p.read_text()) for p in fold_files]
+    names = list(class_names or per_fold[0]["confusion_matrix"]["labels"])
+    ys, ps = [], []
+    for p in fold_files:
+        y, probs, _ = read_predictions(p.parent / "predictions.csv", names)
+        ys.append(y)
+        ps.append(probs)
+    pooled = compute_metrics(np.concatenate(ys), np.concatenate(ps), names) if len(per_fold) > 1 else None
+    summary = {
+        "folds": [m["fold"] for m in per_fold],
+        "class_names": names,
+        "evaluated_on": sorted({m.get("evaluated_on", "val") for m in per_fold}),
+        "per_fold": {str(m["fold"]): {"accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
+                                      "macro_f1": m["macro"]["f1"], "macro_auc": m["macro"]["auc"],
+                                      "train_time_s": m.get("train_time_s")} for m in per_fold},
+        "aggregate": aggregate(per_fold),
+        "pooled": pooled,
+    }
+    save_json(summary, out / "summary.json")
+    return summary
+
+
+def format_summary(summary: dict) -> list[str]:
+    agg = summary["aggregate"]
+    mean, std = agg["mean"], agg["std"]
+    lines = [f"summary over {agg['n_folds']} fold(s) ({'/'.join(summary['evaluated_on'])}), mean ± std:"]
+    for key, label in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
+                       ("macro.precision", "macro precision"), ("macro.recall", "macro recall"),
+                       ("macro.specificity", "macro specificity"), ("macro.f1", "macro F1"),
+                       ("macro.auc", "macro AUC")):
+        lines.append(f"  {label:<18} {fmt_pct(mean[key], std[key])} %")
+    for c in summary["class_names"]:
+        lines.append(
+            f"  {c:<18} recall {fmt_pct(mean[f'per_class.{c}.recall'])}  specificity "
+            f"{fmt_pct(mean[f'per_class.{c}.specificity'])}  F1 {fmt_pct(mean[f'per_class.{c}.f1'])}  "
+            f"AUC {fmt_pct(mean[f'per_class.{c}.auc'])}"
+        )
+    return lines

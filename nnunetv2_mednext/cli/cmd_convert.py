@@ -1,0 +1,70 @@
+"""``nnunetv2-mednext convert synapse|acdc SRC``: public dataset layouts to nnU-Net's raw format with the papers' splits.
+
+synapse: BTCV RawData (img/img0001.nii.gz + label/label0001.nii.gz, 13 organs) or TransUNet's copy
+(train_npz/case0005_slice000.npz + test_vol_h5/case0001.npy.h5). Protocol ``transunet``: 18 training cases in
+imagesTr, 12 test cases in imagesTs/labelsTs, 8 organs; ``cv5``: all 30 cases in imagesTr.
+
+acdc: the challenge's patientXXX/ folders (Info.cfg, patientXXX_frameYY.nii.gz, _gt) or the SSL4MIS HDF5 copy
+(data/patientXXX_frame01.h5, or _slice_K.h5 files). TransUNet 70/10/20 patient split: the 20 test patients go to
+imagesTs/labelsTs; --write-splits writes one fold (train 70 / val 10 patients).
+
+The output is $nnUNet_raw/DatasetXXX_Name (or --out); an existing folder is kept unless --overwrite.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "convert"
+HELP = "convert Synapse/BTCV or ACDC to nnU-Net's raw format with the TransUNet protocol splits"
+DESCRIPTION = __doc__
+ORDER = 30
+
+
+def _common(p: argparse.ArgumentParser, default_id: int, default_name: str) -> None:
+    p.add_argument("src", help="folder with the source layout")
+    p.add_argument("--out", help="nnU-Net raw root to write into (default $nnUNet_raw)")
+    p.add_argument("--id", type=int, default=default_id, help=f"dataset id (default {default_id})")
+    p.add_argument("--name", default=default_name, help=f"dataset name (default {default_name})")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder / splits_final.json")
+    p.add_argument("--allow-missing", action="store_true", help="convert what is there even if protocol cases are missing")
+    p.add_argument("--write-splits", action="store_true",
+                   help="also write splits_final.json into <preprocessed>/DatasetXXX_Name/")
+    p.add_argument("--preprocessed", help="nnU-Net preprocessed root for --write-splits (default $nnUNet_preprocessed)")
+    p.add_argument("--spacing", help="z,y,x spacing in mm for layouts without geometry (h5/npz), replacing the nominal one")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the final line")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    s = sub.add_parser("synapse", help="Synapse/BTCV multi-organ CT (TransUNet 18/12 protocol or 5-fold on 30)")
+    _common(s, 801, "Synapse")
+    s.add_argument("--protocol", choices=("transunet", "cv5"), default="transunet",
+                   help="transunet: 18 train / 12 test (default); cv5: all 30 cases in imagesTr")
+    s.add_argument("--organs", type=int, choices=(8, 13), default=8, help="8 (TransUNet) or 13 (all BTCV organs)")
+    s.add_argument("--source-labels", choices=("auto", "btcv13", "transunet8"), default="auto",
+                   help="label coding of the source (auto: btcv13 for NIfTI, transunet8 for npz/h5)")
+    a = sub.add_parser("acdc", help="ACDC cine-MRI (TransUNet 70/10/20 patient split)")
+    _common(a, 802, "ACDC")
+    a.add_argument("--max-per-split", type=int, help="keep only the first N patients of train, val and test (smoke tests)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nnunetv2_mednext.conversion import convert_acdc, convert_synapse
+    from nnunetv2_mednext.conversion.common import parse_spacing
+
+    log = (lambda _msg: None) if args.quiet else print
+    common = dict(
+        dataset_id=args.id, name=args.name, spacing=parse_spacing(args.spacing), write_splits=args.write_splits,
+        preprocessed=args.preprocessed, overwrite=args.overwrite, allow_missing=args.allow_missing, log=log,
+    )
+    if args.dataset == "synapse":
+        res = convert_synapse(args.src, args.out, organs=args.organs, protocol=args.protocol,
+                              source_labels=args.source_labels, **common)
+    else:
+        res = convert_acdc(args.src, args.out, max_per_split=args.max_per_split, **common)
+    if res.missing:
+        print(f"warning: {len(res.missing)} protocol case(s) missing: {', '.join(res.missing)}")
+    print(f"{res.folder}: {len(res.train)} training, {len(res.test)} test cases"
+          + (f"; splits in {res.splits_file}" if res.splits_file else ""))
+    return 0

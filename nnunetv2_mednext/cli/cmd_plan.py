@@ -1,0 +1,68 @@
+"""``nnunetv2-mednext plan_and_preprocess``: nnU-Net's own ``nnUNetv2_plan_and_preprocess``, knowing our planners.
+
+All arguments are nnU-Net's (``-d``, ``-c``, ``-np``, ``-npfp``, ``-gpu_memory_target``, ``--verify_dataset_integrity``
+...). ``-pl`` defaults to ``nnUNetPlannerMedNeXt`` and also accepts every ``nnUNetPlannerMedNeXt*`` name as well as
+nnU-Net's own planners.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+NAME = "plan_and_preprocess"
+HELP = "nnUNetv2_plan_and_preprocess with the MedNeXt planners (-pl nnUNetPlannerMedNeXt by default)"
+DESCRIPTION = __doc__
+ORDER = 10
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-d", nargs="+", required=True, help="dataset id(s), as for nnUNetv2_plan_and_preprocess")
+    parser.add_argument("-pl", default="nnUNetPlannerMedNeXt", help="planner class (default nnUNetPlannerMedNeXt)")
+    parser.epilog = "Every other nnUNetv2_plan_and_preprocess argument is passed through unchanged."
+    parser.set_defaults(_accepts_extra=True)
+
+
+def install_planner_lookup() -> None:
+    """Make nnU-Net's planner lookup (``-pl NAME``) resolve our planners first; nnU-Net's own still work."""
+    import nnunetv2.experiment_planning.plan_and_preprocess_api as api
+
+    from nnunetv2_mednext.planners import PLANNERS
+
+    if getattr(api.recursive_find_python_class, "_mednext", False):
+        return
+    original = api.recursive_find_python_class
+
+    def lookup(folder, class_name, current_module, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if class_name in PLANNERS:
+            return PLANNERS[class_name]
+        found = original(folder, class_name, current_module, *args, **kwargs)
+        if found is None:
+            from nnunetv2_mednext.errors import MedNeXtUserError
+
+            raise MedNeXtUserError(
+                f"planner or fingerprint extractor {class_name!r} not found; MedNeXt planners: {', '.join(PLANNERS)}"
+            )
+        return found
+
+    lookup._mednext = True  # type: ignore[attr-defined]
+    api.recursive_find_python_class = lookup
+
+
+def run(args: argparse.Namespace) -> int:
+    from nnunetv2_mednext.nnunet_env import find_dataset, require_env
+
+    require_env()
+    for d in args.d:
+        find_dataset(d)
+    from nnunetv2.experiment_planning.plan_and_preprocess_entrypoints import plan_and_preprocess_entry
+
+    install_planner_lookup()
+    argv = ["nnUNetv2_plan_and_preprocess", "-d", *args.d, "-pl", args.pl, *getattr(args, "extra", [])]
+    old = sys.argv
+    sys.argv = argv
+    try:
+        plan_and_preprocess_entry()
+    finally:
+        sys.argv = old
+    return 0

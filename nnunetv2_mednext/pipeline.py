@@ -1,0 +1,109 @@
+"""Run the stock ``nnUNetv2_*`` commands in subprocesses with CPU-friendly settings (demo, benchmarks, tests)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from nnunetv2_mednext.errors import MedNeXtUserError
+
+
+def nnunet_command(name: str) -> str:
+    """Absolute path of an ``nnUNetv2_*`` console script of this interpreter's environment."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise MedNeXtUserError(f"{name} not found; install nnunetv2 in this environment (pip install nnunetv2)")
+    return found
+
+
+class NnUNetRunner:
+    """Holds the nnU-Net folders of a work directory and runs nnU-Net commands against them."""
+
+    def __init__(self, workdir: str | Path, device: str = "cpu", verbose: bool = False) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.raw = self.workdir / "nnUNet_raw"
+        self.preprocessed = self.workdir / "nnUNet_preprocessed"
+        self.results = self.workdir / "nnUNet_results"
+        for p in (self.raw, self.preprocessed, self.results):
+            p.mkdir(parents=True, exist_ok=True)
+        self.device, self.verbose = device, verbose
+        self.logs = self.workdir / "logs"
+        self.logs.mkdir(exist_ok=True)
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            nnUNet_raw=str(self.raw),
+            nnUNet_preprocessed=str(self.preprocessed),
+            nnUNet_results=str(self.results),
+            nnUNet_def_n_proc="1",
+            nnUNet_compile="0",
+            PYTHONUNBUFFERED="1",
+        )
+        env.pop("nnUNet_n_proc_DA", None)
+        env.update(extra or {})
+        return env
+
+    def run(self, name: str, args: Sequence[str], log_name: str, extra_env: Mapping[str, str] | None = None) -> float:
+        """Run ``name args``; on failure raise with the log's tail. Returns the wall time in seconds."""
+        cmd = [nnunet_command(name), *map(str, args)]
+        log = self.logs / f"{log_name}.log"
+        start = time.perf_counter()
+        with open(log, "w") as fh:
+            fh.write("$ " + " ".join(cmd) + "\n")
+            fh.flush()
+            proc = subprocess.run(cmd, env=self.env(extra_env), stdout=fh, stderr=subprocess.STDOUT, cwd=self.workdir)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+            raise MedNeXtUserError(f"{name} failed (exit {proc.returncode}); log {log}:\n{tail}")
+        if self.verbose:
+            print(log.read_text())
+        return wall
+
+    def dataset_name(self, dataset_id: int) -> str:
+        hits = sorted(self.raw.glob(f"Dataset{dataset_id:03d}_*"))
+        if not hits:
+            raise MedNeXtUserError(f"dataset {dataset_id} not found in {self.raw}")
+        return hits[0].name
+
+    def plan_and_preprocess(self, dataset_id: int, configs: Sequence[str] = ("2d",), planner: str | None = None) -> float:
+        args = ["-d", dataset_id, "-c", *configs, "-npfp", "1", "-np", *(["1"] * len(configs)), "--verify_dataset_integrity"]
+        if planner is None:
+            return self.run("nnUNetv2_plan_and_preprocess", args, f"plan_{dataset_id}")
+        cmd = [sys.executable, "-m", "nnunetv2_mednext", "plan_and_preprocess", *map(str, args), "-pl", planner]
+        log = self.logs / f"plan_{dataset_id}_{planner}.log"
+        start = time.perf_counter()
+        with open(log, "w") as fh:
+            proc = subprocess.run(cmd, env=self.env(), stdout=fh, stderr=subprocess.STDOUT, cwd=self.workdir)
+        if proc.returncode != 0:
+            raise MedNeXtUserError(f"planning failed; see {log}")
+        return time.perf_counter() - start
+
+    def train(self, dataset_id: int, config: str, fold: int | str, trainer: str, plans: str = "nnUNetPlans",
+              extra_args: Sequence[str] = (), extra_env: Mapping[str, str] | None = None) -> float:
+        env = {"nnUNet_n_proc_DA": "0", **(extra_env or {})}
+        args = [dataset_id, config, fold, "-tr", trainer, "-p", plans, "-device", self.device, *extra_args]
+        return self.run("nnUNetv2_train", args, f"train_{trainer}_{config}_{fold}", env)
+
+    def predict(self, dataset_id: int, config: str, trainer: str, inputs: Path, output: Path,
+                folds: Sequence[int | str] = (0,), plans: str = "nnUNetPlans", checkpoint: str = "checkpoint_final.pth") -> float:
+        args = ["-i", inputs, "-o", output, "-d", dataset_id, "-c", config, "-tr", trainer, "-p", plans,
+                "-f", *folds, "-device", self.device, "-npp", "1", "-nps", "1", "--disable_progress_bar", "-chk", checkpoint]
+        return self.run("nnUNetv2_predict", args, f"predict_{trainer}_{config}")
+
+    def evaluate(self, gt: Path, pred: Path) -> dict:
+        """nnU-Net's own evaluator; returns the summary dict."""
+        import json
+
+        args = [gt, pred, "-djfile", pred / "dataset.json", "-pfile", pred / "plans.json", "-np", "1"]
+        self.run("nnUNetv2_evaluate_folder", args, f"evaluate_{pred.name}")
+        return json.loads((pred / "summary.json").read_text())

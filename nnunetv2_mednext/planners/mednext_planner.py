@@ -1,0 +1,112 @@
+"""nnU-Net experiment planners that size patch and batch for MedNeXt networks (like the ResEnc presets).
+
+The topology search (spacing, patch shrinking, pooling) is nnU-Net's own; only the memory estimate and the
+``architecture`` written to the plans are MedNeXt's. Plans name ``nnUNetMedNeXtPlans`` (variant ``mednext_t``)
+reuse the ``nnUNetPlans_2d`` / ``nnUNetPlans_3d_fullres`` preprocessed data, and their ``network_class_name`` points
+at :class:`~nnunetv2_mednext.networks.MedNeXtUNet`, so the stock ``nnUNetTrainer`` and ``nnUNetv2_predict`` can
+use them too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_encoder_unet_planners import (
+    ResEncUNetPlanner,
+)
+
+from nnunetv2_mednext.networks import MedNeXtUNet
+from nnunetv2_mednext.trainers.network_from_plans import MEDNEXT_CLASS_PATH, variant_arch_kwargs
+
+# Memory model, calibrated on CPU with benchmarks/calibrate_planner.py: bytes of activations saved for backward
+# per unit of compute_conv_feature_map_size (fp32), times 0.6 for AMP (fp16 activations, fp32 norms) and 1.3 for
+# allocator/workspace overhead. See docs/planner.md.
+BYTES_PER_PROXY_UNIT_FP32 = 4.0
+AMP_FACTOR = 0.6
+OVERHEAD_FACTOR = 1.3
+
+
+def reference_value(gb: float, reference_batch_size: int) -> float:
+    """Feature-map proxy at which ``reference_batch_size`` samples fill ``gb`` GB (nnU-Net's reference value)."""
+    bytes_per_unit = BYTES_PER_PROXY_UNIT_FP32 * AMP_FACTOR * OVERHEAD_FACTOR
+    return gb * 1e9 / (reference_batch_size * bytes_per_unit)
+
+
+class nnUNetPlannerMedNeXt(ResEncUNetPlanner):
+    """Plans for the seed MedNeXt ``mednext_t`` at a GPU memory target (``-gpu_memory_target``, default 8 GB)."""
+
+    mednext_variant: ClassVar[str] = "mednext_t"
+    default_plans_name: ClassVar[str] = "nnUNetMedNeXtPlans"
+
+    def __init__(
+        self,
+        dataset_name_or_id: str | int,
+        gpu_memory_target_in_gb: float = 8,
+        preprocessor_name: str = "DefaultPreprocessor",
+        plans_name: str | None = None,
+        overwrite_target_spacing: Sequence[float] | None = None,
+        suppress_transpose: bool = False,
+    ) -> None:
+        super().__init__(
+            dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name or self.default_plans_name,
+            overwrite_target_spacing, suppress_transpose,
+        )
+        self.UNet_vram_target_GB = gpu_memory_target_in_gb
+        self.UNet_reference_val_corresp_GB = 8
+        self.UNet_reference_val_3d = reference_value(8, self.UNet_reference_val_corresp_bs_3d)
+        self.UNet_reference_val_2d = reference_value(8, self.UNet_reference_val_corresp_bs_2d)
+        self.max_dataset_covered = 1
+
+    def mednext_arch_kwargs(self, plan_arch_kwargs: dict[str, Any]) -> dict[str, Any]:
+        return variant_arch_kwargs(self.mednext_variant, plan_arch_kwargs)
+
+    def static_estimate_VRAM_usage(  # type: ignore[override]
+        self,
+        patch_size: Sequence[int],
+        input_channels: int,
+        output_channels: int,
+        arch_class_name: str,
+        arch_kwargs: dict,
+        arch_kwargs_req_import: Sequence[str],
+    ) -> np.int64:
+        """Feature-map proxy of the MedNeXt net on this topology (built on the meta device: no memory used)."""
+        kwargs = self.mednext_arch_kwargs(arch_kwargs)
+        with torch.device("meta"):
+            net = MedNeXtUNet(input_channels=input_channels, num_classes=output_channels, deep_supervision=True, **kwargs)
+        return net.compute_conv_feature_map_size(patch_size)
+
+    def get_plans_for_configuration(self, spacing, median_shape, data_identifier, approximate_n_voxels_dataset, _cache):  # type: ignore[no-untyped-def]
+        plan = super().get_plans_for_configuration(spacing, median_shape, data_identifier, approximate_n_voxels_dataset, _cache)
+        plan["architecture"] = {
+            "network_class_name": MEDNEXT_CLASS_PATH,
+            "arch_kwargs": self.mednext_arch_kwargs(plan["architecture"]["arch_kwargs"]),
+            "_kw_requires_import": ["conv_op"],
+        }
+        plan["mednext_variant"] = self.mednext_variant
+        return plan
+
+
+_planners: dict[str, type] = {"nnUNetPlannerMedNeXt": nnUNetPlannerMedNeXt}
+
+
+def _make(name: str, variant: str, plans_name: str) -> None:
+    cls = type(name, (nnUNetPlannerMedNeXt,), {
+        "__doc__": f"MedNeXt planner for variant {variant} (plans {plans_name}).", "__module__": __name__,
+        "mednext_variant": variant, "default_plans_name": plans_name,
+    })
+    _planners[name] = cls
+    globals()[name] = cls
+
+
+for _size in ("T", "S", "B"):
+    _make(f"nnUNetPlannerMedNeXt_{_size}", f"mednext_{_size.lower()}",
+          "nnUNetMedNeXtPlans" if _size == "T" else f"nnUNetMedNeXt{_size}Plans")
+for _size in ("S", "B", "M", "L"):
+    for _k in (3, 5):
+        _make(f"nnUNetPlannerMedNeXtV1_{_size}_k{_k}", f"mednextv1_{_size.lower()}_k{_k}", f"nnUNetMedNeXtV1{_size}k{_k}Plans")
+
+PLANNERS: dict[str, type] = dict(_planners)
+__all__ = ["PLANNERS", "nnUNetPlannerMedNeXt", "reference_value", *[n for n in _planners if n != "nnUNetPlannerMedNeXt"]]

@@ -1,0 +1,106 @@
+"""Small synthetic datasets in nnU-Net's raw format (for the demo and the tests); nothing is downloaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from nnunetv2_mednext.errors import MedNeXtUserError
+
+
+def _dataset_folder(raw_root: Path, dataset_id: int, name: str, overwrite: bool) -> Path:
+    if not 1 <= dataset_id <= 999:
+        raise MedNeXtUserError(f"dataset id must be in 1..999, got {dataset_id}")
+    raw_root = Path(raw_root)
+    raw_root.mkdir(parents=True, exist_ok=True)
+    clash = [p for p in raw_root.glob(f"Dataset{dataset_id:03d}_*") if p.name != f"Dataset{dataset_id:03d}_{name}"]
+    if clash:
+        raise MedNeXtUserError(f"dataset id {dataset_id} is taken by {clash[0]}; choose another id")
+    folder = raw_root / f"Dataset{dataset_id:03d}_{name}"
+    if folder.exists() and not overwrite:
+        raise MedNeXtUserError(f"{folder} already exists; remove it or pass overwrite=True")
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _shapes_2d(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy image with a bright disc (label 1) and a darker square (label 2) at random places."""
+    yy, xx = np.mgrid[:size, :size]
+    label = np.zeros((size, size), np.uint8)
+    r = rng.integers(size // 10, size // 5)
+    cy, cx = rng.integers(r + 1, size - r - 1, 2)
+    label[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 1
+    h = rng.integers(size // 8, size // 4)
+    y0, x0 = rng.integers(1, size - h - 1, 2)
+    square = (yy >= y0) & (yy < y0 + h) & (xx >= x0) & (xx < x0 + h) & (label == 0)
+    label[square] = 2
+    image = 60 + 120 * (label == 1) + 60 * (label == 2) + rng.normal(0, 18, (size, size))
+    return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+def make_synthetic_2d(
+    raw_root: str | Path, dataset_id: int = 990, n_train: int = 16, n_test: int = 4, size: int = 64,
+    seed: int = 0, overwrite: bool = False, name: str = "MedNeXtSynth2D",
+) -> Path:
+    """Write a 2D PNG dataset (disc = 1, square = 2) with ``imagesTs``/``labelsTs``; returns its folder."""
+    from PIL import Image
+
+    folder = _dataset_folder(Path(raw_root), dataset_id, name, overwrite)
+    rng = np.random.default_rng(seed)
+    for i in range(n_train + n_test):
+        image, label = _shapes_2d(rng, size)
+        split = "Tr" if i < n_train else "Ts"
+        case = f"synth_{i:03d}"
+        Image.fromarray(image).save(folder / f"images{split}" / f"{case}_0000.png")
+        Image.fromarray(label).save(folder / f"labels{split}" / f"{case}.png")
+    dataset = {
+        "channel_names": {"0": "gray"},
+        "labels": {"background": 0, "disc": 1, "square": 2},
+        "numTraining": n_train,
+        "file_ending": ".png",
+        "name": name,
+        "description": "synthetic discs and squares written by nnunetv2-mednext",
+    }
+    (folder / "dataset.json").write_text(json.dumps(dataset, indent=2))
+    return folder
+
+
+def make_synthetic_3d(
+    raw_root: str | Path, dataset_id: int = 991, n_train: int = 6, n_test: int = 2, shape: tuple[int, int, int] = (24, 40, 40),
+    spacing: tuple[float, float, float] = (2.0, 1.0, 1.0), seed: int = 0, overwrite: bool = False, name: str = "MedNeXtSynth3D",
+) -> Path:
+    """Write a 3D NIfTI dataset (ball = 1, box = 2; anisotropic spacing given z, y, x); returns its folder."""
+    import SimpleITK as sitk
+
+    folder = _dataset_folder(Path(raw_root), dataset_id, name, overwrite)
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    for i in range(n_train + n_test):
+        label = np.zeros(shape, np.uint8)
+        r = rng.uniform(3, 6)
+        c = [rng.uniform(r / s + 1, n - r / s - 1) for n, s in zip(shape, (spacing[0] / spacing[2], 1, 1))]
+        dist = ((zz - c[0]) * spacing[0] / spacing[2]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2
+        label[dist <= r * r] = 1
+        z0, y0, x0 = rng.integers(1, shape[0] - 5), rng.integers(1, shape[1] - 9), rng.integers(1, shape[2] - 9)
+        box = np.zeros(shape, bool)
+        box[z0 : z0 + 4, y0 : y0 + 8, x0 : x0 + 8] = True
+        label[box & (label == 0)] = 2
+        image = (100 + 200 * (label == 1) + 100 * (label == 2) + rng.normal(0, 30, shape)).astype(np.float32)
+        split = "Tr" if i < n_train else "Ts"
+        case = f"synth_{i:03d}"
+        for arr, path in ((image, folder / f"images{split}" / f"{case}_0000.nii.gz"), (label, folder / f"labels{split}" / f"{case}.nii.gz")):
+            img = sitk.GetImageFromArray(arr)
+            img.SetSpacing(tuple(float(s) for s in reversed(spacing)))
+            sitk.WriteImage(img, str(path))
+    dataset = {
+        "channel_names": {"0": "MRI"},
+        "labels": {"background": 0, "ball": 1, "box": 2},
+        "numTraining": n_train,
+        "file_ending": ".nii.gz",
+        "name": name,
+    }
+    (folder / "dataset.json").write_text(json.dumps(dataset, indent=2))
+    return folder

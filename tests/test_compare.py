@@ -1,0 +1,199 @@
+"""``compare`` on fake nnU-Net results folders (one fold missing), the benchmark's --dry-run, README examples."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from nnunetv2_mednext.cli import build_parser, main
+from nnunetv2_mednext.evaluation.compare import compare_models, epoch_times
+
+REPO = Path(__file__).resolve().parents[1]
+DS = "Dataset802_ACDC"
+LABELS = {"background": 0, "RV": 1, "MYO": 2, "LV": 3}
+REF = "nnUNetTrainer__nnUNetPlans__2d"
+MED = "nnUNetTrainerMedNeXt__nnUNetPlans__2d"
+
+
+def _summary(dices: dict[int, float], per_case: list[dict[int, float]]) -> dict:
+    """nnU-Net 2.8's summary.json layout (only the keys we read, plus a few it always has)."""
+    def block(d: float) -> dict:
+        return {"Dice": d, "IoU": d / (2 - d), "FN": 1, "FP": 1, "TN": 100, "TP": 10, "n_pred": 11, "n_ref": 11}
+
+    return {
+        "foreground_mean": {"Dice": float(np.mean(list(dices.values())))},
+        "mean": {str(k): block(v) for k, v in dices.items()},
+        "metric_per_case": [{"metrics": {str(k): block(v) for k, v in c.items()},
+                             "prediction_file": f"p{i}.nii.gz", "reference_file": f"r{i}.nii.gz"}
+                            for i, c in enumerate(per_case)],
+    }
+
+
+def _fold(model_dir: Path, fold: int, dices: dict[int, float], params: int, epoch_s: list[float]) -> Path:
+    fold_dir = model_dir / f"fold_{fold}"
+    (fold_dir / "validation").mkdir(parents=True)
+    per_case = [{k: v - 0.01 for k, v in dices.items()}, {k: v + 0.01 for k, v in dices.items()}]
+    (fold_dir / "validation" / "summary.json").write_text(json.dumps(_summary(dices, per_case), indent=1))
+    w = torch.zeros(params - 10)
+    # the encoder appears twice in nnU-Net's U-Net state dicts (encoder.* and decoder.encoder.*): counted once
+    weights = OrderedDict([("encoder.w", w), ("b", torch.zeros(10)), ("decoder.encoder.w", w)])
+    torch.save({"network_weights": weights, "trainer_name": model_dir.name.split("__")[0]}, fold_dir / "checkpoint_final.pth")
+    log = [f"2026-01-01 10:00:{i:02d}.000000: Epoch time: {t} s " for i, t in enumerate(epoch_s)]
+    (fold_dir / "training_log_2026_1_1_10_00_00.txt").write_text("\n".join(["start", *log, "end"]) + "\n")
+    return fold_dir
+
+
+@pytest.fixture()
+def results(tmp_path: Path) -> Path:
+    root = tmp_path / "nnUNet_results"
+    for model in (REF, MED):
+        (root / DS / model).mkdir(parents=True)
+        (root / DS / model / "dataset.json").write_text(json.dumps({"labels": LABELS}))
+    _fold(root / DS / REF, 0, {1: 0.80, 2: 0.70, 3: 0.90}, 2000, [10.0, 12.0])
+    _fold(root / DS / REF, 1, {1: 0.84, 2: 0.74, 3: 0.94}, 2000, [11.0])
+    _fold(root / DS / MED, 0, {1: 0.86, 2: 0.80, 3: 0.92}, 500, [20.0, 22.0])  # fold 1 missing
+    return root
+
+
+def test_compare_reuses_summaries_and_reports_missing(results: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cmp"
+    rc = main(["compare", "-d", "802", "-m", REF, MED, "-f", "0", "1", "--results", str(results), "-o", str(out),
+               "--names", "U-Net", "MedNeXt"])
+    assert rc == 0
+    md = (out / "comparison.md").read_text()
+    assert "| Model | Folds | Mean | RV | Myo | LV |" in md
+    # U-Net: mean ± std over 2 folds; MedNeXt: 1 of 2 folds, the mean only
+    assert "| U-Net | 2/2 | 82.00 ± 2.00 | 82.00 ± 2.00 | 72.00 ± 2.00 | 92.00 ± 2.00 |" in md
+    assert "| MedNeXt | 1/2 | 86.00 | 86.00 | 80.00 | 92.00 |" in md
+    assert "## Missing folds" in md and "- MedNeXt: fold(s) 1" in md
+    assert "| U-Net | 0.00 | 11.0 | 3 | not recorded |" in md  # 2000 params, mean of 3 epoch times
+    assert "| MedNeXt | 0.00 | 21.0 | 2 | not recorded |" in md
+    png = (out / "comparison.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    data = json.loads((out / "comparison.json").read_text())
+    ref, med = data["models"]
+    assert ref["params"] == 2000 and med["params"] == 500 and med["missing"] == [1]
+    assert len(ref["per_case_dsc"]) == 4
+    assert "Missing folds" in capsys.readouterr().out
+
+
+def _label(shape: tuple[int, int, int], shift: int) -> np.ndarray:
+    lab = np.zeros(shape, np.uint8)
+    lab[2:8, 3 + shift:11 + shift, 3:11] = 1
+    lab[2:8, 12:14, 12:14] = 3
+    return lab
+
+
+def test_compare_evaluates_predictions_with_hd95(results: Path, tmp_path: Path) -> None:
+    gt = tmp_path / "labelsTs"
+    gt.mkdir()
+    for model, shift in ((REF, 1), (MED, 0)):
+        pred = results / DS / model / "fold_0" / "test_predictions"
+        pred.mkdir()
+        for case in ("c1", "c2"):
+            for folder, s in ((gt, 0), (pred, shift)):
+                img = sitk.GetImageFromArray(_label((10, 16, 16), s))
+                img.SetSpacing((1.0, 0.5, 4.0))  # x, y, z
+                sitk.WriteImage(img, str(folder / f"{case}.nii.gz"))
+        (pred / "inference_time.json").write_text(json.dumps({"seconds_per_case": 1.5}))
+    comp = compare_models(DS, [REF, MED], folds=[0], results=results, subdir="test_predictions", gt=gt, hd95="mm")
+    ref, med = comp["models"]
+    assert ref["aggregate"]["HD95_mm"]["1"][0] == pytest.approx(0.5)  # one voxel along y at 0.5 mm
+    assert med["aggregate"]["HD95_mm"]["mean"][0] == pytest.approx(0.0)
+    assert ref["aggregate"]["Dice"]["2"][2] == 0  # MYO absent in both: no value
+    assert ref["inference_s_per_case"] == 1.5
+    comp_px = compare_models(DS, [REF], folds=[0], results=results, subdir="test_predictions", gt=gt, hd95="transunet")
+    agg = comp_px["models"][0]["aggregate"]
+    assert agg["HD95_transunet_px"]["1"][0] == pytest.approx(1.0)
+    assert agg["DSC_transunet"]["2"][0] == 0.0  # TransUNet rule: empty prediction scores 0
+    out = tmp_path / "cmp"
+    assert main(["compare", "-d", DS, "-m", REF, MED, "-f", "0", "--results", str(results), "--subdir",
+                 "test_predictions", "--gt", str(gt), "--hd95", "mm", "-o", str(out)]) == 0
+    md = (out / "comparison.md").read_text()
+    assert "## HD95 (mm)" in md and "| 1.50 |" in md
+
+
+def test_compare_errors(results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", "-d", "999", "-m", REF, "--results", str(results)]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["compare", "-d", "802", "-m", "nnUNetTrainer_2d", "--results", str(results)]) == 2
+    assert "Trainer__Plans__configuration" in capsys.readouterr().err
+
+
+def test_epoch_time_parser(tmp_path: Path) -> None:
+    (tmp_path / "training_log_a.txt").write_text("x: Epoch time: 3.5 s \ny: Epoch time: 4 s\n")
+    (tmp_path / "training_log_b.txt").write_text("z: Epoch time: 10.25 s\n")
+    assert epoch_times(tmp_path) == [3.5, 4.0, 10.25]
+
+
+def test_budget_benchmark_dry_run(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "acdc_budget.py"), "--dry-run", "--work",
+                           str(tmp_path / "w"), "--budget", "2,5,1"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    env = next(ln for ln in lines if ln.startswith("export "))
+    for var in ("nnUNet_raw=", "nnUNet_preprocessed=", "nnUNet_results=", "nnUNet_def_n_proc=1", "nnUNet_compile=0"):
+        assert var in env
+    assert "nnUNet_n_proc_DA" not in env  # only on the train commands
+    cmds = [ln for ln in lines if not ln.startswith(("#", "export"))]
+    assert cmds[0].startswith("nnunetv2-mednext convert acdc") and "--write-splits" in cmds[0]
+    assert cmds[1] == "nnUNetv2_plan_and_preprocess -d 802 -c 2d -npfp 1 -np 1"
+    for tr in ("nnUNetTrainerMedNeXtRefUNet_budget", "nnUNetTrainerMedNeXt_budget"):
+        assert (f"NNUNETV2_MEDNEXT_BUDGET=2,5,1 nnUNet_n_proc_DA=0 nnUNetv2_train 802 2d 0 -tr {tr} -device cpu"
+                in cmds)
+        pred = next(c for c in cmds if c.startswith("nnUNetv2_predict") and f"-tr {tr} " in c)
+        assert "-device cpu -npp 1 -nps 1" in pred and "imagesTs" in pred
+        assert any(c.startswith("nnunetv2-mednext evaluate") and f"--method {tr}" in c for c in cmds)
+    assert cmds[-1].startswith("nnunetv2-mednext compare -d 802")
+    assert not (tmp_path / "w").exists()  # nothing run
+
+
+def _readme_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    m = re.search(r"<!-- section:protocols -->(.*?)<!-- /section:protocols -->", text, re.S)
+    assert m, "README protocols section missing"
+    cmds, cur = [], ""
+    for line in m.group(1).splitlines():
+        line = line.strip()
+        if cur or line.startswith("nnunetv2-mednext "):
+            cur += " " + line.rstrip("\\").strip()
+            if not line.endswith("\\"):
+                cmds.append(cur.strip())
+                cur = ""
+    return cmds
+
+
+def test_readme_protocol_examples_parse() -> None:
+    cmds = _readme_commands()
+    names = {shlex.split(c)[1] for c in cmds}
+    assert {"convert", "evaluate", "compare"} <= names
+    parser = build_parser()
+    for c in cmds:
+        argv = [a for a in shlex.split(c)[1:] if not a.startswith("#")]
+        args, rest = parser.parse_known_args(argv)
+        assert not rest, f"{c}: unknown arguments {rest}"
+        assert getattr(args, "_run", None) is not None
+
+
+def test_compare_validation_folder_scores_only_predicted_cases(results: Path, tmp_path: Path) -> None:
+    gt = tmp_path / "gt_segmentations"  # like nnU-Net's: every training case, while validation/ has one fold's
+    gt.mkdir()
+    val = results / DS / MED / "fold_0" / "validation"
+    for case in ("c1", "c2", "c3"):
+        sitk.WriteImage(sitk.GetImageFromArray(_label((10, 16, 16), 0)), str(gt / f"{case}.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(_label((10, 16, 16), 0)), str(val / "c2.nii.gz"))
+    comp = compare_models(DS, [MED], folds=[0], results=results, gt=gt, hd95="mm")
+    fold = comp["models"][0]["folds"]["0"]
+    assert fold["source"].startswith("evaluated") and len(fold["per_case_fg"]["Dice"]) == 1
+    assert fold["classes"]["1"]["Dice"] == 1.0 and fold["classes"]["1"]["HD95_mm"] == 0.0
