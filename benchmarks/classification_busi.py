@@ -34,13 +34,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=REPO / "runs" / "busi")
     p.add_argument("--models", nargs="+", default=["mednext_cls_t", "resnet18"])
     p.add_argument("--input-size", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=18)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup-epochs", type=int, default=1)
+    p.add_argument("--warmup-epochs", type=int, default=2)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=12345)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--run-folds", type=int, nargs="+", default=None,
+                   help="train only these folds (a pilot to time the settings); default all")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads, intra- and inter-op (0: torch's default, which follows OMP_NUM_THREADS)")
     p.add_argument("--device", default="auto")
     p.add_argument("--resume", action="store_true")
     return p.parse_args(argv)
@@ -61,6 +64,7 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+        torch.set_num_interop_threads(args.threads)
     t_start = time.time()
     # one fingerprint + one split for every model: exact duplicates dropped (the cross-class pair entirely)
     prepared = prepare(args.data, args.out / "common", n_folds=args.folds, seed=args.seed, duplicates="drop")
@@ -74,7 +78,8 @@ def main(argv=None) -> int:
         cfg = TrainConfig(model=model, input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size,
                           lr=args.lr, warmup_epochs=args.warmup_epochs, seed=args.seed, device=args.device)
         t0 = time.time()
-        run = train_folds(prepared, args.out / model, cfg, resume=args.resume, console=Console())
+        run = train_folds(prepared, args.out / model, cfg, folds=args.run_folds, resume=args.resume,
+                          console=Console())
         wall = time.time() - t0
         s = run["summary"]
         results["models"][model] = {

@@ -5,8 +5,8 @@ Per fold ``out/fold_K/``: ``checkpoint_latest.pt`` (every epoch, removed at the 
 ``training_curve.png``, and for the evaluated part (``test`` if the split has one, else ``val``):
 ``eval_set.csv``, ``predictions.csv``, ``metrics.json``, ``confusion_matrix.png``.
 
-Randomness is re-seeded from (seed, fold, epoch) at every epoch, so a resumed run repeats exactly what an
-uninterrupted one would have done.
+Randomness is re-seeded from (seed, fold, epoch, and the rank under DDP) at every epoch, so a resumed run repeats
+exactly what an uninterrupted one would have done.
 """
 
 from __future__ import annotations
@@ -222,7 +222,9 @@ class FoldTrainer:
         t_fold = time.time()
         for epoch in range(start, cfg.epochs):
             t0 = time.time()
-            seed_everything(cfg.seed, fold, epoch + 1)
+            # per-rank streams under DDP (each process augments its own shard differently); a single process keeps
+            # the (seed, fold, epoch) stream
+            seed_everything(cfg.seed, fold, epoch + 1, *([ctx.rank] if ctx.enabled else []))
             sampler.set_epoch(epoch)
             model.train()
             loss_sum = n_seen = 0.0

@@ -1,4 +1,4 @@
-"""``nnunetv2-mednext convert synapse|acdc SRC``: public dataset layouts to nnU-Net's raw format with the papers' splits.
+"""``nnunetv2-mednext convert synapse|acdc|msd SRC``: public dataset layouts to nnU-Net's raw format with the papers' splits.
 
 synapse: BTCV RawData (img/img0001.nii.gz + label/label0001.nii.gz, 13 organs) or TransUNet's copy
 (train_npz/case0005_slice000.npz + test_vol_h5/case0001.npy.h5). Protocol ``transunet``: 18 training cases in
@@ -8,6 +8,9 @@ acdc: the challenge's patientXXX/ folders (Info.cfg, patientXXX_frameYY.nii.gz, 
 (data/patientXXX_frame01.h5, or _slice_K.h5 files). TransUNet 70/10/20 patient split: the 20 test patients go to
 imagesTs/labelsTs; --write-splits writes one fold (train 70 / val 10 patients).
 
+msd: a Medical Segmentation Decathlon style task folder (imagesTr/<case>.nii.gz, labelsTr/<case>.nii.gz,
+single channel), e.g. Task04_Hippocampus; --max-cases keeps the first N cases (sorted) for quick runs.
+
 The output is $nnUNet_raw/DatasetXXX_Name (or --out); an existing folder is kept unless --overwrite.
 """
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 import argparse
 
 NAME = "convert"
-HELP = "convert Synapse/BTCV or ACDC to nnU-Net's raw format with the TransUNet protocol splits"
+HELP = "convert Synapse/BTCV, ACDC or MSD-style folders to nnU-Net's raw format with the TransUNet protocol splits"
 DESCRIPTION = __doc__
 ORDER = 30
 
@@ -47,13 +50,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = sub.add_parser("acdc", help="ACDC cine-MRI (TransUNet 70/10/20 patient split)")
     _common(a, 802, "ACDC")
     a.add_argument("--max-per-split", type=int, help="keep only the first N patients of train, val and test (smoke tests)")
+    m = sub.add_parser("msd", help="MSD-style task folder (imagesTr/labelsTr without _0000), e.g. Task04_Hippocampus")
+    m.add_argument("src", help="task folder with imagesTr/ and labelsTr/")
+    m.add_argument("--out", help="nnU-Net raw root to write into (default $nnUNet_raw)")
+    m.add_argument("--id", type=int, default=4, help="dataset id (default 4)")
+    m.add_argument("--name", default="Hippocampus", help="dataset name (default Hippocampus)")
+    m.add_argument("--labels", help="comma-separated foreground class names (default: the source dataset.json, else class_K)")
+    m.add_argument("--max-cases", type=int, help="keep only the first N cases (sorted by name)")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder / splits_final.json")
+    m.add_argument("--write-splits", action="store_true", help="also write a deterministic 5-fold splits_final.json")
+    m.add_argument("--preprocessed", help="nnU-Net preprocessed root for --write-splits (default $nnUNet_preprocessed)")
+    m.add_argument("-q", "--quiet", action="store_true", help="print only the final line")
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_mednext.conversion import convert_acdc, convert_synapse
+    from nnunetv2_mednext.conversion import convert_acdc, convert_msd, convert_synapse
     from nnunetv2_mednext.conversion.common import parse_spacing
 
     log = (lambda _msg: None) if args.quiet else print
+    if args.dataset == "msd":
+        labels = [n.strip() for n in args.labels.split(",")] if args.labels else None
+        res = convert_msd(args.src, args.out, dataset_id=args.id, name=args.name, labels=labels,
+                          max_cases=args.max_cases, write_splits=args.write_splits, preprocessed=args.preprocessed,
+                          overwrite=args.overwrite, log=log)
+        print(f"{res.folder}: {len(res.train)} training cases" + (f"; splits in {res.splits_file}" if res.splits_file else ""))
+        return 0
     common = dict(
         dataset_id=args.id, name=args.name, spacing=parse_spacing(args.spacing), write_splits=args.write_splits,
         preprocessed=args.preprocessed, overwrite=args.overwrite, allow_missing=args.allow_missing, log=log,

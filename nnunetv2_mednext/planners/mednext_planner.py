@@ -23,7 +23,7 @@ from nnunetv2_mednext.trainers.network_from_plans import MEDNEXT_CLASS_PATH, var
 
 # Memory model, calibrated on CPU with benchmarks/calibrate_planner.py: bytes of activations saved for backward
 # per unit of compute_conv_feature_map_size (fp32), times 0.6 for AMP (fp16 activations, fp32 norms) and 1.3 for
-# allocator/workspace overhead. See docs/planner.md.
+# allocator/workspace overhead. See docs/nnunet.md.
 BYTES_PER_PROXY_UNIT_FP32 = 4.0
 AMP_FACTOR = 0.6
 OVERHEAD_FACTOR = 1.3

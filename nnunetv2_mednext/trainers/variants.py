@@ -14,6 +14,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2_mednext.errors import MedNeXtUserError
 
 from .base import nnUNetTrainerMedNeXt
+from .threads import apply_thread_env
 
 BUDGET_ENV = "NNUNETV2_MEDNEXT_BUDGET"
 EPOCH_LENGTHS = (1, 5, 10, 20, 50, 100, 250, 500, 2000)
@@ -34,6 +35,7 @@ class _TinyRun:
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)  # type: ignore[call-arg]
+        apply_thread_env(self.device)  # also for the nnU-Net reference trainer built on this mixin
         self.num_epochs = 2
         self.num_iterations_per_epoch = 4
         self.num_val_iterations_per_epoch = 2
@@ -61,6 +63,7 @@ class _BudgetRun:
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)  # type: ignore[call-arg]
+        apply_thread_env(self.device)
         epochs, iters, val_iters = parse_budget(os.environ.get(BUDGET_ENV))
         self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = epochs, iters, val_iters
         self.save_every = 1
@@ -92,7 +95,7 @@ for _size in ("S", "B", "M", "L"):
         _name = f"nnUNetTrainerMedNeXtV1_{_size}_k{_k}"
         _cls = _make(_name, (nnUNetTrainerMedNeXt,),
                      f"Roy et al. MedNeXt {_size}, kernel {_k} (AdamW lr 1e-3, eps 1e-4, weight decay 3e-5).",
-                     mednext_variant=f"mednextv1_{_size.lower()}_k{_k}", mednext_weight_decay=3e-5)
+                     mednext_variant=f"mednextv1_{_size.lower()}_k{_k}", mednext_lr=1e-3, mednext_weight_decay=3e-5)
         _make(f"{_name}_tiny", (_TinyRun, _cls), f"{_name}, smoke-test length.")
         _make(f"{_name}_budget", (_BudgetRun, _cls), f"{_name}, run length from ${BUDGET_ENV}.")
 

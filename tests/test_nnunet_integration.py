@@ -1,0 +1,223 @@
+"""nnU-Net v2 integration through the stock ``nnUNetv2_*`` commands, in subprocesses, on CPU.
+
+One synthetic 2D dataset is planned once per session; trainings use the ``_budget``/``_tiny`` trainers so the whole
+module stays within a few minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pydoc
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nnunetv2_mednext.pipeline import NnUNetRunner, nnunet_command
+from nnunetv2_mednext.synthetic import make_synthetic_2d, make_synthetic_3d
+
+pytestmark = pytest.mark.slow
+
+DS = 990
+BUDGET = "NNUNETV2_MEDNEXT_BUDGET"
+SHARED = Path(os.environ.get("NNUNETV2_MEDNEXT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+HIPPOCAMPUS = SHARED / "data" / "msd_hippocampus"
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """Environment of a fresh shell: no nnUNet_extTrainer, nothing inherited from the test process."""
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), "OMP_NUM_THREADS": "1"}
+    env.update(extra)
+    return env
+
+
+def _run(cmd: list[str], env: dict[str, str], cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> NnUNetRunner:
+    """Synthetic 2D dataset (discs = 1, squares = 2), planned with the stock command and with our planner."""
+    runner = NnUNetRunner(tmp_path_factory.mktemp("nnunet"))
+    make_synthetic_2d(runner.raw, DS, n_train=10, n_test=3, size=64)
+    runner.plan_and_preprocess(DS, ("2d",))
+    runner.plan_and_preprocess(DS, ("2d",), planner="nnUNetPlannerMedNeXt")
+    return runner
+
+
+def _fold_dir(runner: NnUNetRunner, trainer: str, plans: str = "nnUNetPlans", config: str = "2d", fold: int = 0) -> Path:
+    return runner.results / runner.dataset_name(DS) / f"{trainer}__{plans}__{config}" / f"fold_{fold}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def test_stock_lookup_finds_trainers_in_a_fresh_interpreter() -> None:
+    code = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f\n"
+            "for n in ('nnUNetTrainerMedNeXt', 'nnUNetTrainerMedNeXtV1_S_k3', 'nnUNetTrainerMedNeXt_250epochs'):\n"
+            "    c = f(n); print('FOUND', c.__name__, c.__module__)\n")
+    proc = _run([sys.executable, "-c", code], _clean_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = [ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("FOUND")]
+    assert found == ["nnUNetTrainerMedNeXt", "nnUNetTrainerMedNeXtV1_S_k3", "nnUNetTrainerMedNeXt_250epochs"]
+    # the start-up hook is what makes this work: with it switched off the stock lookup fails
+    off = _run([sys.executable, "-c", code], _clean_env(NNUNETV2_MEDNEXT_NO_AUTOREGISTER="1"))
+    assert off.returncode != 0 and "Could not find requested nnunet trainer" in off.stderr
+    # ... and the documented manual route (ext-path) restores it
+    folder = _run([sys.executable, "-m", "nnunetv2_mednext", "ext-path"], _clean_env()).stdout.strip()
+    manual = _run([sys.executable, "-c", code], _clean_env(NNUNETV2_MEDNEXT_NO_AUTOREGISTER="1", nnUNet_extTrainer=folder))
+    assert manual.returncode == 0, manual.stderr[-2000:]
+
+
+def test_mednext_planner_writes_a_valid_plan(synth: NnUNetRunner) -> None:
+    plans = json.loads((synth.preprocessed / synth.dataset_name(DS) / "nnUNetMedNeXtPlans.json").read_text())
+    cfg = plans["configurations"]["2d"]
+    arch = cfg["architecture"]
+    cls = pydoc.locate(arch["network_class_name"])
+    assert cls is not None and cls.__name__ == "MedNeXtUNet"
+    total = np.prod(np.array(arch["arch_kwargs"]["strides"]), axis=0)
+    assert np.all(np.array(cfg["patch_size"]) % total == 0)
+    assert arch["arch_kwargs"]["conv_op"] == "torch.nn.modules.conv.Conv2d"
+    assert plans["plans_name"] == "nnUNetMedNeXtPlans" and cfg["batch_size"] >= 2
+    # nnU-Net's own generic builder makes the network from the plan alone (what a plans file promises)
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    net = get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"], arch["_kw_requires_import"],
+                                 1, 3, allow_init=True, deep_supervision=False)
+    out = net(torch.zeros(1, 1, *cfg["patch_size"]))
+    assert out.shape == (1, 3, *cfg["patch_size"])
+
+
+def test_train_predict_evaluate_through_stock_commands(synth: NnUNetRunner, tmp_path: Path) -> None:
+    trainer = "nnUNetTrainerMedNeXt_budget"
+    synth.train(DS, "2d", 0, trainer, extra_args=["--npz"], extra_env={BUDGET: "2,20,2"})
+    fold = _fold_dir(synth, trainer)
+    assert (fold / "checkpoint_final.pth").exists()
+    val = json.loads((fold / "validation" / "summary.json").read_text())
+    assert val["foreground_mean"]["Dice"] > 0.3
+    assert len(list((fold / "validation").glob("*.npz"))) == 2  # --npz: softmax saved for ensembling
+    ckpt = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert len(ckpt["logging"]["train_losses"]) == 2
+    # the predictor builds the network from the class (deep supervision off) and loads the weights strictly
+    out = tmp_path / "pred"
+    synth.predict(DS, "2d", trainer, synth.raw / synth.dataset_name(DS) / "imagesTs", out)
+    summary = synth.evaluate(synth.raw / synth.dataset_name(DS) / "labelsTs", out)
+    assert len(list(out.glob("*.png"))) == 3
+    assert summary["mean"]["1"]["Dice"] > 0.5 and summary["mean"]["2"]["Dice"] > 0.3  # all-background scores 0
+
+
+def test_training_on_mednext_plans_and_find_best_configuration(synth: NnUNetRunner) -> None:
+    trainer, plans = "nnUNetTrainerMedNeXt_tiny", "nnUNetMedNeXtPlans"
+    for fold in (0, 1):
+        synth.train(DS, "2d", fold, trainer, plans=plans, extra_args=["--npz"])
+    synth.run("nnUNetv2_find_best_configuration",
+              [DS, "-c", "2d", "-tr", trainer, "-p", plans, "-f", 0, 1, "-np", 1], "find_best")
+    inference = json.loads((synth.results / synth.dataset_name(DS) / "inference_information.json").read_text())
+    best = inference["best_model_or_ensemble"]["selected_model_or_models"][0]
+    assert best["trainer"] == trainer and best["plans_identifier"] == plans and best["configuration"] == "2d"
+
+
+def test_interrupted_training_resumes_with_c(synth: NnUNetRunner, tmp_path: Path) -> None:
+    """Kill a training after its first epoch (simulated crash), continue with ``--c``: 3 epochs logged in total."""
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    (ext / "crashing_trainer.py").write_text(
+        "import os\n"
+        "from nnunetv2_mednext.trainers.variants import nnUNetTrainerMedNeXt_budget\n\n\n"
+        "class nnUNetTrainerMedNeXtCrashTest(nnUNetTrainerMedNeXt_budget):\n"
+        "    def on_epoch_end(self):\n"
+        "        super().on_epoch_end()\n"
+        "        if os.environ.get('CRASH_AFTER_EPOCH') == str(self.current_epoch):\n"
+        "            os._exit(3)\n"
+    )
+    trainer = "nnUNetTrainerMedNeXtCrashTest"
+    env = {BUDGET: "3,3,1", "nnUNet_extTrainer": str(ext)}
+    with pytest.raises(Exception, match="exit 3"):
+        synth.train(DS, "2d", 2, trainer, extra_env={**env, "CRASH_AFTER_EPOCH": "1"})
+    fold = _fold_dir(synth, trainer, fold=2)
+    latest = torch.load(fold / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
+    assert latest["current_epoch"] == 1 and not (fold / "checkpoint_final.pth").exists()
+    synth.train(DS, "2d", 2, trainer, extra_args=["--c"], extra_env=env)
+    final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    log = final["logging"]
+    assert final["current_epoch"] == 3 and len(log["train_losses"]) == 3
+    assert log["epoch_start_timestamps"][0] == latest["logging"]["epoch_start_timestamps"][0]  # epoch 0 not redone
+
+
+def test_upkern_checkpoint_feeds_pretrained_weights(synth: NnUNetRunner, tmp_path: Path) -> None:
+    k3 = "nnUNetTrainerMedNeXtV1_S_k3_tiny"
+    synth.train(DS, "2d", 0, k3)
+    src = _fold_dir(synth, k3) / "checkpoint_final.pth"
+    out = tmp_path / "k5_init.pth"
+    cli = [sys.executable, "-m", "nnunetv2_mednext", "upkern", str(src), "-o", str(out)]
+    proc = _run(cli, synth.env())
+    assert proc.returncode == 0, proc.stderr
+    assert "nnUNetTrainerMedNeXtV1_S_k5_tiny" in proc.stdout
+    again = _run(cli, synth.env())  # never overwrite silently
+    assert again.returncode == 2 and "exists" in again.stderr and "Traceback" not in again.stderr
+    k5 = torch.load(out, weights_only=False)["network_weights"]
+    k3_w = torch.load(src, map_location="cpu", weights_only=False)["network_weights"]
+    dw = [k for k, v in k5.items() if v.ndim == 4 and v.shape[-1] == 5]
+    assert dw and all(k3_w[k].shape[-1] == 3 for k in dw)
+    # bilinear, align_corners: the k5 centre and corners equal the k3 centre and corners
+    key = dw[0]
+    assert torch.allclose(k5[key][..., 2, 2], k3_w[key][..., 1, 1])
+    assert torch.allclose(k5[key][..., 0, 4], k3_w[key][..., 0, 2])
+    assert all(torch.equal(k5[k], k3_w[k]) for k in k5 if k not in dw)
+    synth.train(DS, "2d", 0, "nnUNetTrainerMedNeXtV1_S_k5_tiny", extra_args=["-pretrained_weights", str(out)])
+    log = (synth.logs / "train_nnUNetTrainerMedNeXtV1_S_k5_tiny_2d_0.log").read_text()
+    assert "Loading pretrained weights" in log
+
+
+# one-line errors ----------------------------------------------------------------------------------------------
+def test_bad_budget_is_a_one_line_error(synth: NnUNetRunner) -> None:
+    cmd = [nnunet_command("nnUNetv2_train"), str(DS), "2d", "0", "-tr", "nnUNetTrainerMedNeXt_budget", "-device", "cpu"]
+    proc = _run(cmd, synth.env({BUDGET: "lots"}))
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].count(BUDGET) == 1
+
+
+def test_planner_wrapper_errors() -> None:
+    wrapper = [sys.executable, "-m", "nnunetv2_mednext", "plan_and_preprocess", "-d", "990"]
+    proc = _run(wrapper, _clean_env())
+    assert proc.returncode == 2 and "nnUNet_raw" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_plan_and_preprocess_wrapper_unknown_dataset(synth: NnUNetRunner) -> None:
+    proc = _run([sys.executable, "-m", "nnunetv2_mednext", "plan_and_preprocess", "-d", "977"], synth.env())
+    assert proc.returncode == 2 and "977" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# real data and 3D ---------------------------------------------------------------------------------------------
+def test_anisotropic_3d_plan_from_the_mednext_planner(tmp_path: Path) -> None:
+    runner = NnUNetRunner(tmp_path)
+    make_synthetic_3d(runner.raw, 991, n_train=4, n_test=1, shape=(16, 64, 64), spacing=(5.0, 0.8, 0.8))
+    runner.plan_and_preprocess(991, ("3d_fullres",), planner="nnUNetPlannerMedNeXt")
+    plans = json.loads((runner.preprocessed / runner.dataset_name(991) / "nnUNetMedNeXtPlans.json").read_text())
+    cfg = plans["configurations"]["3d_fullres"]
+    strides = np.array(cfg["architecture"]["arch_kwargs"]["strides"])
+    assert strides[1].tolist() == [1, 2, 2]  # thick slices: no early downsampling along z
+    assert np.all(np.array(cfg["patch_size"]) % strides.prod(axis=0) == 0)
+    assert cfg["mednext_variant"] == "mednext_t"
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not HIPPOCAMPUS.is_dir(), reason=f"real data not present: {HIPPOCAMPUS} (../shared absent)")
+def test_hippocampus_2d_and_3d_fullres(tmp_path: Path) -> None:
+    runner = NnUNetRunner(tmp_path)
+    proc = _run([sys.executable, "-m", "nnunetv2_mednext", "convert", "msd", str(HIPPOCAMPUS), "--out", str(runner.raw),
+                 "--max-cases", "16", "-q"], runner.env())
+    assert proc.returncode == 0, proc.stderr
+    runner.plan_and_preprocess(4, ("2d", "3d_fullres"), planner="nnUNetPlannerMedNeXt")
+    plans = json.loads((runner.preprocessed / "Dataset004_Hippocampus" / "nnUNetMedNeXtPlans.json").read_text())
+    for config in ("2d", "3d_fullres"):
+        cfg = plans["configurations"][config]
+        strides = np.array(cfg["architecture"]["arch_kwargs"]["strides"])
+        assert np.all(np.array(cfg["patch_size"]) % strides.prod(axis=0) == 0)
+        runner.train(4, config, 0, "nnUNetTrainerMedNeXt_tiny", plans="nnUNetMedNeXtPlans")
+        fold = runner.results / "Dataset004_Hippocampus" / f"nnUNetTrainerMedNeXt_tiny__nnUNetMedNeXtPlans__{config}" / "fold_0"
+        summary = json.loads((fold / "validation" / "summary.json").read_text())
+        assert len(summary["metric_per_case"]) == 4  # 16 cases, fold 0 of 5 validates on 4

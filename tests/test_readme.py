@@ -1,0 +1,72 @@
+"""README examples: the networks code block runs, and every command and trainer name it mentions exists."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nnunetv2_mednext.cli import build_parser
+from nnunetv2_mednext.trainers.variants import TRAINERS
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def _section(tag: str) -> str:
+    m = re.search(rf"<!-- section:{tag} -->(.*?)<!-- /section:{tag} -->", README, re.S)
+    assert m, f"README lacks the {tag} section"
+    return m.group(1)
+
+
+def test_networks_example_runs_and_prints_what_the_comments_say(tmp_path: Path) -> None:
+    code = re.search(r"```python\n(.*?)```", _section("networks"), re.S).group(1)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                          env={"PATH": "", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "'mednext_t'" in lines[0] and "'mednextv1_l_k5'" in lines[0]
+    assert lines[1] == "torch.Size([2, 3, 224, 224])"
+    assert lines[2] == "[torch.Size([16, 64, 64]), torch.Size([16, 32, 32]), torch.Size([8, 16, 16])]"
+    assert int(lines[3].split()[0]) > 0
+    assert lines[4] == "torch.Size([2, 3])"
+
+
+def test_every_subcommand_in_readme_exists() -> None:
+    parser = build_parser()
+    known = set(parser._subparsers._group_actions[0].choices)  # argparse has no public accessor
+    used = set(re.findall(r"nnunetv2-mednext ([a-z_-]+)", README))
+    assert used and used <= known, used - known
+
+
+def test_every_trainer_named_in_readme_exists() -> None:
+    names = {n.split("__")[0] for n in re.findall(r"\bnnUNetTrainerMedNeXt\w*", README)}  # results folders: T__P__C
+    expanded = set()
+    for n in names:
+        if n.endswith("_"):  # brace patterns such as nnUNetTrainerMedNeXtV1_{S,B,M,L}_k{3,5}
+            continue
+        expanded.add(n)
+    expanded |= {f"nnUNetTrainerMedNeXtV1_{s}_k{k}" for s in "SBML" for k in (3, 5)}
+    expanded |= {f"nnUNetTrainerMedNeXt_{s}" for s in "TSB"}
+    missing = sorted(n for n in expanded if n not in TRAINERS)
+    assert not missing
+
+
+@pytest.mark.slow
+def test_quickstart_demo_runs_end_to_end(tmp_path: Path) -> None:
+    """The README's demo command (shortened budget): stock plan -> train -> predict -> evaluate for both trainers."""
+    cmd = [sys.executable, "-m", "nnunetv2_mednext", "demo", "--workdir", str(tmp_path), "--epochs", "1",
+           "--iters", "3", "--val-iters", "1", "--n-train", "6"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "demo_results.json").read_text())
+    assert [r["trainer"] for r in rows] == ["nnUNetTrainerMedNeXt_budget", "nnUNetTrainerMedNeXtRefUNet_budget"]
+    for r in rows:
+        assert 0.0 <= r["dice_mean"] <= 1.0 and r["params_M"] > 0
+    assert rows[0]["params_M"] < 0.25 * rows[1]["params_M"]
+    assert "| nnUNetTrainerMedNeXt_budget |" in (tmp_path / "demo_results.md").read_text()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # results are never overwritten
+    assert again.returncode == 2 and "already holds demo results" in again.stderr and "Traceback" not in again.stderr
