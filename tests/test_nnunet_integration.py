@@ -180,6 +180,30 @@ def test_bad_budget_is_a_one_line_error(synth: NnUNetRunner) -> None:
     assert proc.stderr.strip().splitlines()[-1].count(BUDGET) == 1
 
 
+@pytest.mark.parametrize(("args", "expected"), [
+    (["977", "2d", "0"], "dataset 977 not found"),
+    ([str(DS), "3d_fullres", "0"], "configuration '3d_fullres' is not in these plans"),
+    ([str(DS), "2d", "0", "-p", "nnUNetResEncUNetMPlans"], "plans file"),
+])
+def test_stock_train_errors_are_one_line(synth: NnUNetRunner, args: list[str], expected: str) -> None:
+    cmd = [nnunet_command("nnUNetv2_train"), *args, "-tr", "nnUNetTrainerMedNeXt_tiny", "-device", "cpu"]
+    proc = _run(cmd, synth.env())
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert expected in proc.stderr.strip().splitlines()[-1]
+
+
+def test_pretrained_weights_from_another_variant_is_one_line(synth: NnUNetRunner, tmp_path: Path) -> None:
+    from nnunetv2_mednext.networks import create_model
+
+    wrong = create_model("mednext_s", input_channels=1, num_classes=3, spatial_dims=2)
+    torch.save({"network_weights": wrong.state_dict()}, tmp_path / "wrong.pth")
+    cmd = [nnunet_command("nnUNetv2_train"), str(DS), "2d", "3", "-tr", "nnUNetTrainerMedNeXt_tiny", "-device", "cpu",
+           "-pretrained_weights", str(tmp_path / "wrong.pth")]
+    proc = _run(cmd, synth.env())
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "-pretrained_weights do not fit this network" in proc.stderr.strip().splitlines()[-1]
+
+
 def test_planner_wrapper_errors() -> None:
     wrapper = [sys.executable, "-m", "nnunetv2_mednext", "plan_and_preprocess", "-d", "990"]
     proc = _run(wrapper, _clean_env())
@@ -204,20 +228,53 @@ def test_anisotropic_3d_plan_from_the_mednext_planner(tmp_path: Path) -> None:
     assert cfg["mednext_variant"] == "mednext_t"
 
 
+def _assert_within_memory_target(cfg: dict, target_gb: float) -> None:
+    """Planner memory model: batch x proxy(patch) x bytes per unit fits the target (up to the batch rounding)."""
+    from nnunetv2_mednext.planners import mednext_planner as mp
+
+    arch = cfg["architecture"]
+    with torch.device("meta"):
+        net = pydoc.locate(arch["network_class_name"])(input_channels=1, num_classes=3, deep_supervision=True,
+                                                      **arch["arch_kwargs"])
+    per_sample = float(net.compute_conv_feature_map_size(cfg["patch_size"])) * mp.BYTES_PER_PROXY_UNIT_FP32 * mp.AMP_FACTOR * mp.OVERHEAD_FACTOR
+    assert cfg["batch_size"] == 2 or cfg["batch_size"] * per_sample <= target_gb * 1e9 + 0.5 * per_sample
+
+
 @pytest.mark.shared_data
 @pytest.mark.skipif(not HIPPOCAMPUS.is_dir(), reason=f"real data not present: {HIPPOCAMPUS} (../shared absent)")
 def test_hippocampus_2d_and_3d_fullres(tmp_path: Path) -> None:
+    """Real 3D MRI: our planner (1 GB target keeps CPU batches small), short training, stock predict + evaluate."""
     runner = NnUNetRunner(tmp_path)
     proc = _run([sys.executable, "-m", "nnunetv2_mednext", "convert", "msd", str(HIPPOCAMPUS), "--out", str(runner.raw),
                  "--max-cases", "16", "-q"], runner.env())
     assert proc.returncode == 0, proc.stderr
-    runner.plan_and_preprocess(4, ("2d", "3d_fullres"), planner="nnUNetPlannerMedNeXt")
+    cmd = [sys.executable, "-m", "nnunetv2_mednext", "plan_and_preprocess", "-d", "4", "-c", "2d", "3d_fullres",
+           "-gpu_memory_target", "1", "-npfp", "1", "-np", "1", "1"]
+    proc = _run(cmd, runner.env())
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     plans = json.loads((runner.preprocessed / "Dataset004_Hippocampus" / "nnUNetMedNeXtPlans.json").read_text())
+    raw = runner.raw / "Dataset004_Hippocampus"
+    trainer = "nnUNetTrainerMedNeXt_budget"
     for config in ("2d", "3d_fullres"):
         cfg = plans["configurations"][config]
         strides = np.array(cfg["architecture"]["arch_kwargs"]["strides"])
         assert np.all(np.array(cfg["patch_size"]) % strides.prod(axis=0) == 0)
-        runner.train(4, config, 0, "nnUNetTrainerMedNeXt_tiny", plans="nnUNetMedNeXtPlans")
-        fold = runner.results / "Dataset004_Hippocampus" / f"nnUNetTrainerMedNeXt_tiny__nnUNetMedNeXtPlans__{config}" / "fold_0"
-        summary = json.loads((fold / "validation" / "summary.json").read_text())
-        assert len(summary["metric_per_case"]) == 4  # 16 cases, fold 0 of 5 validates on 4
+        assert pydoc.locate(cfg["architecture"]["network_class_name"]) is not None
+        _assert_within_memory_target(cfg, 1.0)
+        runner.train(4, config, 0, trainer, plans="nnUNetMedNeXtPlans", extra_env={BUDGET: "2,12,2"})
+        fold = runner.results / "Dataset004_Hippocampus" / f"{trainer}__nnUNetMedNeXtPlans__{config}" / "fold_0"
+        val = json.loads((fold / "validation" / "summary.json").read_text())
+        assert len(val["metric_per_case"]) == 4  # 16 cases, fold 0 of 5 validates on 4
+        # stock inference on the validation cases, evaluated by nnU-Net's evaluator against the labels
+        cases = [Path(c["reference_file"]).name[: -len(".nii.gz")] for c in val["metric_per_case"]]
+        inp, out = tmp_path / f"in_{config}", tmp_path / f"pred_{config}"
+        inp.mkdir()
+        for c in cases:
+            (inp / f"{c}_0000.nii.gz").symlink_to(raw / "imagesTr" / f"{c}_0000.nii.gz")
+        runner.predict(4, config, trainer, inp, out, plans="nnUNetMedNeXtPlans")
+        gt = tmp_path / f"gt_{config}"
+        gt.mkdir()
+        for c in cases:
+            (gt / f"{c}.nii.gz").symlink_to(raw / "labelsTr" / f"{c}.nii.gz")
+        summary = runner.evaluate(gt, out)
+        assert summary["foreground_mean"]["Dice"] > 0.05  # an all-background prediction scores 0
