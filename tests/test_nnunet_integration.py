@@ -106,6 +106,15 @@ def test_train_predict_evaluate_through_stock_commands(synth: NnUNetRunner, tmp_
     summary = synth.evaluate(synth.raw / synth.dataset_name(DS) / "labelsTs", out)
     assert len(list(out.glob("*.png"))) == 3
     assert summary["mean"]["1"]["Dice"] > 0.5 and summary["mean"]["2"]["Dice"] > 0.3  # all-background scores 0
+    # nnUNetv2_predict_from_modelfolder resolves the trainer stored in the checkpoint: same predictions
+    out2 = tmp_path / "pred_modelfolder"
+    synth.run("nnUNetv2_predict_from_modelfolder",
+              ["-i", synth.raw / synth.dataset_name(DS) / "imagesTs", "-o", out2, "-m", fold.parent, "-f", 0,
+               "-device", "cpu", "-npp", 1, "-nps", 1, "--disable_progress_bar"], "predict_modelfolder")
+    from PIL import Image
+
+    for f in sorted(out.glob("*.png")):
+        assert np.array_equal(np.asarray(Image.open(f)), np.asarray(Image.open(out2 / f.name)))
 
 
 def test_training_on_mednext_plans_and_find_best_configuration(synth: NnUNetRunner) -> None:
