@@ -148,7 +148,7 @@ def test_budget_benchmark_dry_run(tmp_path: Path) -> None:
     assert "nnUNet_n_proc_DA" not in env  # only on the train commands
     cmds = [ln for ln in lines if not ln.startswith(("#", "export"))]
     assert cmds[0].startswith("nnunetv2-mednext convert acdc") and "--write-splits" in cmds[0]
-    assert cmds[1] == "nnUNetv2_plan_and_preprocess -d 802 -c 2d -npfp 1 -np 1"
+    assert cmds[1] == "nnUNetv2_plan_and_preprocess -d 802 -c 2d -npfp 1 -np 1 -gpu_memory_target 2.0"
     for tr in ("nnUNetTrainerMedNeXtRefUNet_budget", "nnUNetTrainerMedNeXt_budget"):
         assert (f"NNUNETV2_MEDNEXT_BUDGET=2,5,1 nnUNet_n_proc_DA=0 nnUNetv2_train 802 2d 0 -tr {tr} -device cpu"
                 in cmds)
