@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from nnunetv2_mednext.errors import MedNeXtUserError
-
-
-def _dataset_folder(raw_root: Path, dataset_id: int, name: str, overwrite: bool) -> Path:
-    if not 1 <= dataset_id <= 999:
-        raise MedNeXtUserError(f"dataset id must be in 1..999, got {dataset_id}")
-    raw_root = Path(raw_root)
-    raw_root.mkdir(parents=True, exist_ok=True)
-    clash = [p for p in raw_root.glob(f"Dataset{dataset_id:03d}_*") if p.name != f"Dataset{dataset_id:03d}_{name}"]
-    if clash:
-        raise MedNeXtUserError(f"dataset id {dataset_id} is taken by {clash[0]}; choose another id")
-    folder = raw_root / f"Dataset{dataset_id:03d}_{name}"
-    if folder.exists() and not overwrite:
-        raise MedNeXtUserError(f"{folder} already exists; remove it or pass overwrite=True")
-    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    return folder
+from nnunetv2_mednext.conversion.common import prepare_dataset_folder, write_dataset_json, write_image, write_label
 
 
 def _shapes_2d(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +31,7 @@ def make_synthetic_2d(
     """Write a 2D PNG dataset (disc = 1, square = 2) with ``imagesTs``/``labelsTs``; returns its folder."""
     from PIL import Image
 
-    folder = _dataset_folder(Path(raw_root), dataset_id, name, overwrite)
+    folder = prepare_dataset_folder(Path(raw_root), dataset_id, name, overwrite)
     rng = np.random.default_rng(seed)
     for i in range(n_train + n_test):
         image, label = _shapes_2d(rng, size)
@@ -56,15 +39,9 @@ def make_synthetic_2d(
         case = f"synth_{i:03d}"
         Image.fromarray(image).save(folder / f"images{split}" / f"{case}_0000.png")
         Image.fromarray(label).save(folder / f"labels{split}" / f"{case}.png")
-    dataset = {
-        "channel_names": {"0": "gray"},
-        "labels": {"background": 0, "disc": 1, "square": 2},
-        "numTraining": n_train,
-        "file_ending": ".png",
-        "name": name,
-        "description": "synthetic discs and squares written by nnunetv2-mednext",
-    }
-    (folder / "dataset.json").write_text(json.dumps(dataset, indent=2))
+    write_dataset_json(folder, channel_names={"0": "gray"}, labels={"background": 0, "disc": 1, "square": 2},
+                       num_training=n_train, file_ending=".png", name=name,
+                       description="synthetic discs and squares written by nnunetv2-mednext")
     return folder
 
 
@@ -73,9 +50,7 @@ def make_synthetic_3d(
     spacing: tuple[float, float, float] = (2.0, 1.0, 1.0), seed: int = 0, overwrite: bool = False, name: str = "MedNeXtSynth3D",
 ) -> Path:
     """Write a 3D NIfTI dataset (ball = 1, box = 2; anisotropic spacing given z, y, x); returns its folder."""
-    import SimpleITK as sitk
-
-    folder = _dataset_folder(Path(raw_root), dataset_id, name, overwrite)
+    folder = prepare_dataset_folder(Path(raw_root), dataset_id, name, overwrite)
     rng = np.random.default_rng(seed)
     zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
     for i in range(n_train + n_test):
@@ -91,16 +66,8 @@ def make_synthetic_3d(
         image = (100 + 200 * (label == 1) + 100 * (label == 2) + rng.normal(0, 30, shape)).astype(np.float32)
         split = "Tr" if i < n_train else "Ts"
         case = f"synth_{i:03d}"
-        for arr, path in ((image, folder / f"images{split}" / f"{case}_0000.nii.gz"), (label, folder / f"labels{split}" / f"{case}.nii.gz")):
-            img = sitk.GetImageFromArray(arr)
-            img.SetSpacing(tuple(float(s) for s in reversed(spacing)))
-            sitk.WriteImage(img, str(path))
-    dataset = {
-        "channel_names": {"0": "MRI"},
-        "labels": {"background": 0, "ball": 1, "box": 2},
-        "numTraining": n_train,
-        "file_ending": ".nii.gz",
-        "name": name,
-    }
-    (folder / "dataset.json").write_text(json.dumps(dataset, indent=2))
+        write_image(folder / f"images{split}" / f"{case}_0000.nii.gz", image, spacing)
+        write_label(folder / f"labels{split}" / f"{case}.nii.gz", label, spacing)
+    write_dataset_json(folder, channel_names={"0": "MRI"}, labels={"background": 0, "ball": 1, "box": 2},
+                       num_training=n_train, name=name)
     return folder
