@@ -5,7 +5,7 @@
    patch and batch size);
 3. per configuration and trainer: ``nnUNetv2_train 4 CONFIG 0 -tr NAME -device cpu`` with
    ``NNUNETV2_MEDNEXT_BUDGET=EPOCHS,ITERS,VAL``; nnU-Net's own fold-0 validation (``validation/summary.json``) gives
-   the Dice; the checkpoint gives parameters and epoch times.
+   the Dice; ``compare``'s helpers give parameters (checkpoint) and epoch times (training log).
 
 Writes ``OUT/results.json`` and ``OUT/results.md``::
 
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from nnunetv2_mednext.evaluation.compare import count_parameters, epoch_times
 from nnunetv2_mednext.pipeline import NnUNetRunner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,11 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 runner.train(4, config, 0, trainer, extra_env={"NNUNETV2_MEDNEXT_BUDGET": args.budget})
                 wall = time.perf_counter() - t0
-            ckpt = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-            log = ckpt["logging"]
-            weights = ckpt["network_weights"]
-            params = sum(v.numel() for k, v in weights.items() if not k.startswith("decoder.encoder."))
-            epochs = [e - s for s, e in zip(log["epoch_start_timestamps"], log["epoch_end_timestamps"])]
+            params, _ = count_parameters(fold)
+            epochs = epoch_times(fold)
             iters = int(args.budget.split(",")[1])
             summary = json.loads((fold / "validation" / "summary.json").read_text())
             rows.append({

@@ -8,21 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nnunetv2_mednext.errors import MedNeXtUserError
+from nnunetv2_mednext.evaluation.compare import count_parameters, epoch_times
 from nnunetv2_mednext.pipeline import NnUNetRunner
 from nnunetv2_mednext.synthetic import make_synthetic_2d
 
 DEMO_DATASET_ID = 990
 DEFAULT_TRAINERS = ("nnUNetTrainerMedNeXt_budget", "nnUNetTrainerMedNeXtRefUNet_budget")
-
-
-def _checkpoint_stats(folder: Path) -> dict:
-    import torch
-
-    ckpt = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    params = sum(v.numel() for v in ckpt["network_weights"].values())
-    log = ckpt["logging"]
-    epoch_times = [e - s for s, e in zip(log["epoch_start_timestamps"], log["epoch_end_timestamps"])]
-    return {"params": params, "epochs": len(epoch_times), "seconds_per_epoch": sum(epoch_times) / max(1, len(epoch_times))}
 
 
 def run_demo(
@@ -53,11 +44,13 @@ def run_demo(
         pred_wall = runner.predict(DEMO_DATASET_ID, "2d", trainer, folder / "imagesTs", out)
         step(5, "nnUNetv2_evaluate_folder")
         summary = runner.evaluate(folder / "labelsTs", out)
-        stats = _checkpoint_stats(runner.results / folder.name / f"{trainer}__nnUNetPlans__2d" / "fold_0")
+        fold = runner.results / folder.name / f"{trainer}__nnUNetPlans__2d" / "fold_0"
+        params, _ = count_parameters(fold)
+        times = epoch_times(fold)
         rows.append({
             "trainer": trainer,
-            "params_M": round(stats["params"] / 1e6, 3),
-            "seconds_per_epoch": round(stats["seconds_per_epoch"], 2),
+            "params_M": round((params or 0) / 1e6, 3),
+            "seconds_per_epoch": round(sum(times) / max(1, len(times)), 2),
             "train_wall_s": round(wall, 1),
             "predict_wall_s": round(pred_wall, 1),
             "dice_disc": round(summary["mean"]["1"]["Dice"], 4),
