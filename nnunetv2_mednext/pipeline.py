@@ -53,8 +53,13 @@ class NnUNetRunner:
         return env
 
     def run(self, name: str, args: Sequence[str], log_name: str, extra_env: Mapping[str, str] | None = None) -> float:
-        """Run ``name args``; on failure raise with the log's tail. Returns the wall time in seconds."""
-        cmd = [nnunet_command(name), *map(str, args)]
+        """Run the console script ``name args``; on failure raise with the log's tail. Returns the wall time (s)."""
+        return self.run_argv([nnunet_command(name), *map(str, args)], log_name, extra_env)
+
+    def run_argv(self, cmd: Sequence[str], log_name: str, extra_env: Mapping[str, str] | None = None,
+                 what: str | None = None) -> float:
+        """Run ``cmd`` in the work dir with :meth:`env`, output to ``logs/<log_name>.log``; raise with the tail."""
+        cmd = [str(c) for c in cmd]
         log = self.logs / f"{log_name}.log"
         start = time.perf_counter()
         with open(log, "w") as fh:
@@ -64,7 +69,7 @@ class NnUNetRunner:
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
-            raise MedNeXtUserError(f"{name} failed (exit {proc.returncode}); log {log}:\n{tail}")
+            raise MedNeXtUserError(f"{what or Path(cmd[0]).name} failed (exit {proc.returncode}); log {log}:\n{tail}")
         if self.verbose:
             print(log.read_text())
         return wall
@@ -79,14 +84,8 @@ class NnUNetRunner:
         args = ["-d", dataset_id, "-c", *configs, "-npfp", "1", "-np", *(["1"] * len(configs)), "--verify_dataset_integrity"]
         if planner is None:
             return self.run("nnUNetv2_plan_and_preprocess", args, f"plan_{dataset_id}")
-        cmd = [sys.executable, "-m", "nnunetv2_mednext", "plan_and_preprocess", *map(str, args), "-pl", planner]
-        log = self.logs / f"plan_{dataset_id}_{planner}.log"
-        start = time.perf_counter()
-        with open(log, "w") as fh:
-            proc = subprocess.run(cmd, env=self.env(), stdout=fh, stderr=subprocess.STDOUT, cwd=self.workdir)
-        if proc.returncode != 0:
-            raise MedNeXtUserError(f"planning failed; see {log}")
-        return time.perf_counter() - start
+        cmd = [sys.executable, "-m", "nnunetv2_mednext", "plan_and_preprocess", *args, "-pl", planner]
+        return self.run_argv(cmd, f"plan_{dataset_id}_{planner}", what="nnunetv2-mednext plan_and_preprocess")
 
     def train(self, dataset_id: int, config: str, fold: int | str, trainer: str, plans: str = "nnUNetPlans",
               extra_args: Sequence[str] = (), extra_env: Mapping[str, str] | None = None) -> float:
