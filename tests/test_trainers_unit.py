@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from nnunetv2_mednext.errors import MedNeXtUserError
+from nnunetv2_mednext.trainers.base import nnUNetTrainerMedNeXt
 from nnunetv2_mednext.trainers.network_from_plans import build_mednext_from_plans, check_patch_size
 from nnunetv2_mednext.trainers.schedule import WarmupPolyLR
 from nnunetv2_mednext.trainers.threads import apply_thread_env
@@ -96,3 +97,11 @@ def test_upkern_target_names_and_errors(tmp_path: Path) -> None:
     with pytest.raises(MedNeXtUserError, match="exists"):
         upkern_checkpoint(tmp_path / "other.pth", tmp_path / "out.pth")
     assert (tmp_path / "out.pth").read_text() == "keep me"
+
+
+def test_every_trainer_applies_the_thread_setting() -> None:
+    """Each trainer's __init__ chain passes through exactly one class that calls ``apply_thread_env``."""
+    from nnunetv2_mednext.trainers.variants import _RefUNet
+
+    for name, cls in TRAINERS.items():
+        assert issubclass(cls, nnUNetTrainerMedNeXt) != issubclass(cls, _RefUNet), name

@@ -35,7 +35,6 @@ class _TinyRun:
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)  # type: ignore[call-arg]
-        apply_thread_env(self.device)  # also for the nnU-Net reference trainer built on this mixin
         self.num_epochs = 2
         self.num_iterations_per_epoch = 4
         self.num_val_iterations_per_epoch = 2
@@ -63,7 +62,6 @@ class _BudgetRun:
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)  # type: ignore[call-arg]
-        apply_thread_env(self.device)
         epochs, iters, val_iters = parse_budget(os.environ.get(BUDGET_ENV))
         self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = epochs, iters, val_iters
         self.save_every = 1
@@ -100,9 +98,18 @@ for _size in ("S", "B", "M", "L"):
         _make(f"{_name}_budget", (_BudgetRun, _cls), f"{_name}, run length from ${BUDGET_ENV}.")
 
 # nnU-Net's default U-Net with nnU-Net's recipe, at the same short lengths (fair baselines) ----------------------
-_make("nnUNetTrainerMedNeXtRefUNet_tiny", (_TinyRun, nnUNetTrainer),
+class _RefUNet(nnUNetTrainer):
+    """nnU-Net's own trainer, plus what every trainer of this package does on CPU: honour ``OMP_NUM_THREADS``."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        apply_thread_env(self.device)
+
+
+_make("nnUNetTrainerMedNeXtRefUNet_tiny", (_TinyRun, _RefUNet),
       "nnU-Net's default trainer and U-Net, smoke-test length (baseline for comparisons).")
-_make("nnUNetTrainerMedNeXtRefUNet_budget", (_BudgetRun, nnUNetTrainer),
+_make("nnUNetTrainerMedNeXtRefUNet_budget", (_BudgetRun, _RefUNet),
       f"nnU-Net's default trainer and U-Net, run length from ${BUDGET_ENV} (baseline for comparisons).")
 
 TRAINERS: dict[str, type] = {"nnUNetTrainerMedNeXt": nnUNetTrainerMedNeXt, **_classes}
