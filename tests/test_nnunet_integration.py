@@ -245,7 +245,7 @@ def _assert_within_memory_target(cfg: dict, target_gb: float) -> None:
     with torch.device("meta"):
         net = pydoc.locate(arch["network_class_name"])(input_channels=1, num_classes=3, deep_supervision=True,
                                                       **arch["arch_kwargs"])
-    per_sample = float(net.compute_conv_feature_map_size(cfg["patch_size"])) * mp.BYTES_PER_PROXY_UNIT_FP32 * mp.AMP_FACTOR * mp.OVERHEAD_FACTOR
+    per_sample = float(net.compute_conv_feature_map_size(cfg["patch_size"])) * mp.BYTES_PER_PROXY_UNIT
     assert cfg["batch_size"] == 2 or cfg["batch_size"] * per_sample <= target_gb * 1e9 + 0.5 * per_sample
 
 

@@ -27,12 +27,12 @@ from nnunetv2_mednext.trainers.network_from_plans import MEDNEXT_CLASS_PATH, var
 BYTES_PER_PROXY_UNIT_FP32 = 4.0
 AMP_FACTOR = 0.6
 OVERHEAD_FACTOR = 1.3
+BYTES_PER_PROXY_UNIT = BYTES_PER_PROXY_UNIT_FP32 * AMP_FACTOR * OVERHEAD_FACTOR  # GPU bytes per unit, training
 
 
 def reference_value(gb: float, reference_batch_size: int) -> float:
     """Feature-map proxy at which ``reference_batch_size`` samples fill ``gb`` GB (nnU-Net's reference value)."""
-    bytes_per_unit = BYTES_PER_PROXY_UNIT_FP32 * AMP_FACTOR * OVERHEAD_FACTOR
-    return gb * 1e9 / (reference_batch_size * bytes_per_unit)
+    return gb * 1e9 / (reference_batch_size * BYTES_PER_PROXY_UNIT)
 
 
 class nnUNetPlannerMedNeXt(ResEncUNetPlanner):
