@@ -352,6 +352,48 @@ def test_checkpointing_gives_same_outputs_and_gradients(family: str, monkeypatch
     assert not calls
 
 
+@pytest.mark.parametrize("family", ["seed_A", "v1"])
+def test_checkpointing_updates_batchnorm_running_stats_once(family: str) -> None:
+    """The backward recomputation must not move running statistics a second time."""
+    ref = build("2d_4stages_48x80", family, norm="batch", drop_path_rate=0.0)
+    ckpt = copy.deepcopy(ref)
+    ckpt.set_checkpointing(True)
+    x = torch.randn(2, 1, 48, 80)
+    for net in (ref, ckpt):
+        net.train()
+        linear_probe_loss(net(x)).backward()
+    buffers = dict(ckpt.named_buffers())
+    block_bn = [n for n in buffers if n.endswith("running_mean") and ".stages." in n]
+    assert block_bn, "no batch norm inside a checkpointed block"
+    for name, value in ref.named_buffers():
+        torch.testing.assert_close(buffers[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    assert all(int(buffers[n.replace("running_mean", "num_batches_tracked")]) == 1 for n in block_bn)
+    for name, m in ckpt.named_modules():  # momentum restored after the recomputation
+        if isinstance(m, torch.nn.BatchNorm2d):
+            assert m.momentum == 0.1, name
+
+
+def test_checkpointing_under_torch_compile_matches_eager() -> None:
+    """torch.compile (aot_eager: dynamo + AOT autograd, no C++ compiler needed) with checkpointing and batch norm."""
+    torch._dynamo.reset()
+    ref = build("2d_4stages_48x80", "seed_A", norm="batch", drop_path_rate=0.0)
+    ckpt = copy.deepcopy(ref)
+    ckpt.set_checkpointing(True)
+    compiled = torch.compile(ckpt, backend="aot_eager")
+    x = torch.randn(2, 1, 48, 80)
+    out_ref, out_c = ref(x), compiled(x)
+    linear_probe_loss(out_ref).backward()
+    linear_probe_loss(out_c).backward()
+    for a, b in zip(out_ref, out_c):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for (name, p), q in zip(ref.named_parameters(), ckpt.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-5, msg=name)
+    buffers = dict(ckpt.named_buffers())
+    for name, value in ref.named_buffers():
+        torch.testing.assert_close(buffers[name], value, rtol=1e-4, atol=1e-5, msg=name)
+    torch._dynamo.reset()
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # UpKern
 # --------------------------------------------------------------------------------------------------------------------

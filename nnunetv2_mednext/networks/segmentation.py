@@ -65,10 +65,48 @@ def per_stage(value: Any, n: int, name: str) -> list:
     return [value] * n
 
 
+class _FrozenRunningStats:
+    """Context in which batch norms still normalise with batch statistics but leave their running stats alone."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.saved: list[tuple[float | None, torch.Tensor | None]] = []
+
+    def __enter__(self) -> None:
+        for m in self.norms:
+            self.saved.append((m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()))
+            m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        for m, (momentum, tracked) in zip(self.norms, self.saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+        self.saved.clear()
+
+
 def _run(block: nn.Module, x: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
-    if use_checkpoint and x.requires_grad and torch.is_grad_enabled():
+    """``block(x)``, recomputed in backward when checkpointing (non-reentrant).
+
+    In eager mode the recomputation re-runs the block's forward in training mode; batch norms would update their
+    running statistics a second time, so the recomputation (every call after the first) runs with them frozen.
+    """
+    if not (use_checkpoint and x.requires_grad and torch.is_grad_enabled()):
+        return block(x)
+    if torch.compiler.is_compiling():  # traced once; the running-stat update stays in the forward graph
         return checkpoint(block, x, use_reentrant=False)
-    return block(x)
+    calls = 0
+
+    def fn(inp: torch.Tensor) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return block(inp)
+        with _FrozenRunningStats(block):
+            return block(inp)
+
+    return checkpoint(fn, x, use_reentrant=False)
 
 
 class MedNeXtEncoder(nn.Module):
