@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 
 DS = 990
 BUDGET = "NNUNETV2_MEDNEXT_BUDGET"
+CHECKPOINTING = "NNUNETV2_MEDNEXT_CHECKPOINTING"
 SHARED = Path(os.environ.get("NNUNETV2_MEDNEXT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 HIPPOCAMPUS = SHARED / "data" / "msd_hippocampus"
 
@@ -175,18 +176,25 @@ def test_upkern_checkpoint_feeds_pretrained_weights(synth: NnUNetRunner, tmp_pat
     assert torch.allclose(k5[key][..., 2, 2], k3_w[key][..., 1, 1])
     assert torch.allclose(k5[key][..., 0, 4], k3_w[key][..., 0, 2])
     assert all(torch.equal(k5[k], k3_w[k]) for k in k5 if k not in dw)
-    synth.train(DS, "2d", 0, "nnUNetTrainerMedNeXtV1_S_k5_tiny", extra_args=["-pretrained_weights", str(out)])
+    # the k5 run also switches gradient checkpointing on (the S variant's default is off)
+    synth.train(DS, "2d", 0, "nnUNetTrainerMedNeXtV1_S_k5_tiny", extra_args=["-pretrained_weights", str(out)],
+                extra_env={CHECKPOINTING: "1"})
     log = (synth.logs / "train_nnUNetTrainerMedNeXtV1_S_k5_tiny_2d_0.log").read_text()
     assert "Loading pretrained weights" in log
+    assert "mednextv1_s_k5: gradient checkpointing on" in log
+    k3_log = (synth.logs / "train_nnUNetTrainerMedNeXtV1_S_k3_tiny_2d_0.log").read_text()
+    assert "mednextv1_s_k3: gradient checkpointing off" in k3_log
 
 
 # one-line errors ----------------------------------------------------------------------------------------------
-def test_bad_budget_is_a_one_line_error(synth: NnUNetRunner) -> None:
+@pytest.mark.parametrize(("var", "value"), [(BUDGET, "lots"), (CHECKPOINTING, "maybe")])
+def test_bad_run_setting_is_a_one_line_error(synth: NnUNetRunner, var: str, value: str) -> None:
     cmd = [nnunet_command("nnUNetv2_train"), str(DS), "2d", "0", "-tr", "nnUNetTrainerMedNeXt_budget", "-device", "cpu"]
-    proc = _run(cmd, synth.env({BUDGET: "lots"}))
+    proc = _run(cmd, synth.env({var: value}))
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].count(BUDGET) == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.count(var) == 1 and repr(value) in last
 
 
 @pytest.mark.parametrize(("args", "expected"), [

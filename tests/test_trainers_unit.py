@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nnunetv2_mednext.errors import MedNeXtUserError
-from nnunetv2_mednext.trainers.base import nnUNetTrainerMedNeXt
+from nnunetv2_mednext.trainers.base import CHECKPOINTING_ENV, checkpointing_from_env, nnUNetTrainerMedNeXt
 from nnunetv2_mednext.trainers.network_from_plans import build_mednext_from_plans, check_patch_size
 from nnunetv2_mednext.trainers.schedule import WarmupPolyLR
 from nnunetv2_mednext.trainers.threads import apply_thread_env
@@ -66,6 +66,25 @@ def test_build_from_plans_checks_patch_and_variant() -> None:
     with pytest.raises(MedNeXtUserError, match="mednext_x"):
         build_mednext_from_plans("mednext_x", _config([64, 48], strides), 1, 3, True)
     check_patch_size([16, 64, 64], [[1, 1, 1], [1, 2, 2], [2, 2, 2]])  # anisotropic: fine
+
+
+def test_checkpointing_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert checkpointing_from_env(None) is None and checkpointing_from_env(" ") is None
+    assert checkpointing_from_env("1") is True and checkpointing_from_env("ON") is True
+    assert checkpointing_from_env("0") is False and checkpointing_from_env("off") is False
+    with pytest.raises(MedNeXtUserError, match=f"{CHECKPOINTING_ENV}='maybe' is not valid"):
+        checkpointing_from_env("maybe")
+    cfg = _config([64, 64], [[1, 1], [2, 2], [2, 2], [2, 2]])
+    seed, v1_l = nnUNetTrainerMedNeXt, TRAINERS["nnUNetTrainerMedNeXtV1_L_k3"]
+    monkeypatch.delenv(CHECKPOINTING_ENV, raising=False)
+    assert not seed.build_network_architecture(None, cfg, 1, 2, True).checkpointing  # variant defaults
+    assert v1_l.build_network_architecture(None, cfg, 1, 2, True).checkpointing
+    monkeypatch.setenv(CHECKPOINTING_ENV, "1")
+    net = seed.build_network_architecture(None, cfg, 1, 2, True)
+    assert net.checkpointing and net.encoder.use_checkpoint and net.decoder.use_checkpoint
+    monkeypatch.setenv(CHECKPOINTING_ENV, "0")
+    assert not v1_l.build_network_architecture(None, cfg, 1, 2, True).checkpointing
+    assert "checkpointing" not in seed.mednext_overrides  # the class recipe is not mutated
 
 
 def test_every_mednext_trainer_builds_for_a_2d_plan() -> None:

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
 
+from nnunetv2_mednext.errors import MedNeXtUserError
+
 from .network_from_plans import build_mednext_from_plans
 from .schedule import WarmupPolyLR
 from .threads import apply_thread_env
+
+CHECKPOINTING_ENV = "NNUNETV2_MEDNEXT_CHECKPOINTING"
+_ON, _OFF = ("1", "on", "true", "yes"), ("0", "off", "false", "no")
+
+
+def checkpointing_from_env(value: str | None) -> bool | None:
+    """``NNUNETV2_MEDNEXT_CHECKPOINTING``: ``1``/``on`` or ``0``/``off``; unset or empty keeps the variant's default."""
+    if value is None or not value.strip():
+        return None
+    v = value.strip().lower()
+    if v in _ON or v in _OFF:
+        return v in _ON
+    raise MedNeXtUserError(
+        f"{CHECKPOINTING_ENV}={value!r} is not valid; use 1 (recompute every block in backward: less memory, "
+        "slower) or 0 (off), or unset it for the variant's default"
+    )
 
 
 class nnUNetTrainerMedNeXt(nnUNetTrainer):
@@ -48,10 +67,30 @@ class nnUNetTrainerMedNeXt(nnUNetTrainer):
         num_output_channels: int,
         enable_deep_supervision: bool = True,
     ) -> nn.Module:
-        """nnU-Net >= 2.7 builder signature; called on the class by the predictor (deep supervision off)."""
+        """nnU-Net >= 2.7 builder signature; called on the class by the predictor (deep supervision off).
+
+        ``NNUNETV2_MEDNEXT_CHECKPOINTING=1/0`` switches gradient checkpointing on or off for this run, whatever the
+        variant's default (M/L on, the others off); it changes memory and speed, never the weights.
+        """
+        overrides = dict(cls.mednext_overrides)
+        checkpointing = checkpointing_from_env(os.environ.get(CHECKPOINTING_ENV))
+        if checkpointing is not None:
+            overrides["checkpointing"] = checkpointing
         return build_mednext_from_plans(
             cls.mednext_variant, configuration_manager, num_input_channels, num_output_channels,
-            enable_deep_supervision, cls.mednext_overrides,
+            enable_deep_supervision, overrides,
+        )
+
+    def initialize(self) -> None:
+        super().initialize()
+        net = self.network.module if hasattr(self.network, "module") else self.network
+        net = getattr(net, "_orig_mod", net)  # torch.compile wrapper
+        if not hasattr(net, "checkpointing"):  # a subclass that trains another network
+            return
+        state = "on" if net.checkpointing else "off"
+        self.print_to_log_file(
+            f"MedNeXt variant {self.mednext_variant}: gradient checkpointing {state} (set {CHECKPOINTING_ENV}=1/0 to "
+            "change it)"
         )
 
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, WarmupPolyLR]:
