@@ -135,6 +135,45 @@ def _plans_line(paths: dict[str, Path]) -> str:
         return "plans not found"
 
 
+def _per_iteration_lines(comparison_json: Path, iters: int, val_iters: int) -> list[str]:
+    """Seconds per iteration from the epoch times ``compare`` read from nnU-Net's training logs."""
+    try:
+        models = json.loads(comparison_json.read_text())["models"]
+    except (OSError, KeyError, ValueError):
+        return []
+    rows = [f"| {m.get('name') or m['model']} | {m['epoch_time_s'] / (iters + val_iters):.2f} |"
+            for m in models if m.get("epoch_time_s")]
+    if not rows:
+        return []
+    return [f"Seconds per iteration = epoch time / ({iters} training + {val_iters} validation iterations); validation "
+            "iterations have no backward pass, so this slightly underestimates a training iteration.", "",
+            "| Model | s / iteration |", "|---|---|", *rows, ""]
+
+
+def _full_length_lines(args: argparse.Namespace) -> list[str]:
+    """The same protocol at nnU-Net's full length, for a GPU machine (MedNeXt on its own planner's plans)."""
+    d = str(args.dataset_id)
+    ds = f"Dataset{args.dataset_id:03d}_{args.name}"
+    return [
+        "## Full-length protocol (GPU machine)", "",
+        "nnU-Net's default length (1000 epochs × 250 iterations) with each model on plans sized for a GPU: the U-Net "
+        "on `nnUNetPlans`, MedNeXt on `nnUNetMedNeXtPlans` from the MedNeXt planner (its memory model keeps the batch "
+        "within the GPU's memory).", "",
+        "```bash",
+        f"nnunetv2-mednext convert acdc {shlex.quote(str(args.source))} --id {d} --name {args.name} --write-splits",
+        f"nnUNetv2_plan_and_preprocess -d {d} -c 2d",
+        f"nnunetv2-mednext plan_and_preprocess -d {d} -c 2d",
+        f"nnUNetv2_train {d} 2d 0 -tr nnUNetTrainer",
+        f"nnUNetv2_train {d} 2d 0 -tr nnUNetTrainerMedNeXt -p nnUNetMedNeXtPlans",
+        f"nnUNetv2_predict -i $nnUNet_raw/{ds}/imagesTs -o test_unet -d {d} -c 2d -f 0 -tr nnUNetTrainer",
+        f"nnUNetv2_predict -i $nnUNet_raw/{ds}/imagesTs -o test_mednext -d {d} -c 2d -f 0 "
+        "-tr nnUNetTrainerMedNeXt -p nnUNetMedNeXtPlans",
+        f"nnunetv2-mednext evaluate $nnUNet_raw/{ds}/labelsTs test_unet -o eval_unet",
+        f"nnunetv2-mednext evaluate $nnUNet_raw/{ds}/labelsTs test_mednext -o eval_mednext",
+        "```", "",
+    ]
+
+
 def write_results(args: argparse.Namespace, steps: list[Step], base_env: dict[str, str], paths: dict[str, Path],
                   out: Path) -> None:
     import torch
@@ -183,8 +222,10 @@ def write_results(args: argparse.Namespace, steps: list[Step], base_env: dict[st
         target = out.parent / (out.stem + "_acdc_budget.png")
         shutil.copyfile(png, target)
         lines += [f"![DSC per class and per case]({target.name})", ""]
+    lines += _per_iteration_lines(paths["compare"] / "comparison.json", int(iters), int(val_iters))
     lines += ["Reading: TransUNet-protocol tables (docs/paper.md §6.3) report converged models; compare the two rows "
               "here with each other, not with those tables.", ""]
+    lines += _full_length_lines(args)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     print(f"wrote {out}")

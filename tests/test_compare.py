@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shlex
@@ -157,6 +158,34 @@ def test_budget_benchmark_dry_run(tmp_path: Path) -> None:
         assert any(c.startswith("nnunetv2-mednext evaluate") and f"--method {tr}" in c for c in cmds)
     assert cmds[-1].startswith("nnunetv2-mednext compare -d 802")
     assert not (tmp_path / "w").exists()  # nothing run
+
+
+def _load_budget_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("acdc_budget", REPO / "benchmarks" / "acdc_budget.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_budget_report_per_iteration_and_gpu_sections(tmp_path: Path) -> None:
+    mod = _load_budget_script()
+    cmp_json = tmp_path / "comparison.json"
+    cmp_json.write_text(json.dumps({"models": [{"model": "a", "name": "U-Net", "epoch_time_s": 110.0},
+                                               {"model": "b", "name": None, "epoch_time_s": 33.0},
+                                               {"model": "c", "epoch_time_s": None}]}))
+    lines = mod._per_iteration_lines(cmp_json, 50, 5)
+    assert "| U-Net | 2.00 |" in lines and "| b | 0.60 |" in lines  # 110 / 55, 33 / 55
+    assert not any(ln.startswith("| c ") for ln in lines)
+    assert mod._per_iteration_lines(tmp_path / "missing.json", 50, 5) == []
+    args = argparse.Namespace(dataset_id=802, name="ACDC", source="/data/acdc h5")
+    gpu = mod._full_length_lines(args)
+    cmds = [ln for ln in gpu if ln.startswith(("nnUNetv2_", "nnunetv2-mednext "))]
+    assert "nnunetv2-mednext convert acdc '/data/acdc h5' --id 802 --name ACDC --write-splits" in cmds
+    assert "nnUNetv2_train 802 2d 0 -tr nnUNetTrainer" in cmds
+    assert "nnUNetv2_train 802 2d 0 -tr nnUNetTrainerMedNeXt -p nnUNetMedNeXtPlans" in cmds
+    assert not any("-device cpu" in c or "BUDGET" in c for c in cmds)  # full length, default device
 
 
 def _readme_commands() -> list[str]:
