@@ -1,11 +1,15 @@
 """ACDC (TransUNet 70/10/20 split) on CPU: nnU-Net's default 2D U-Net versus MedNeXt at the same iteration budget.
 
+A third model, nnU-Net's U-Net trained with the MedNeXt recipe (``nnUNetTrainerMedNeXtRecipeUNet_budget``), tells
+the network's share of a difference from the optimiser's; ``--no-recipe-control`` leaves it out (a third shorter).
+
 Steps, each a stock command in a subprocess (nnU-Net finds our trainers through the package's start-up hook):
 
 1. ``nnunetv2-mednext convert acdc <source> --write-splits`` (SSL4MIS HDF5 copy; fold 0 = train 70 / val 10 patients);
 2. ``nnUNetv2_plan_and_preprocess -d ID -c 2d -npfp 1 -np 1 -gpu_memory_target 2`` (same plans for both trainers;
    the small memory target keeps the batch at a size both networks can train in CPU RAM);
-3. per trainer (``nnUNetTrainerMedNeXtRefUNet_budget``, ``nnUNetTrainerMedNeXt_budget``):
+3. per trainer (``nnUNetTrainerMedNeXtRefUNet_budget``, ``nnUNetTrainerMedNeXtRecipeUNet_budget``,
+   ``nnUNetTrainerMedNeXt_budget``):
    ``nnUNetv2_train ID 2d 0 -tr NAME -device cpu`` with ``NNUNETV2_MEDNEXT_BUDGET=EPOCHS,ITERS,VAL_ITERS``,
    ``nnUNetv2_predict`` on the 20 test patients (40 volumes) into ``fold_0/test_predictions`` (timed:
    ``inference_time.json``), ``nnunetv2-mednext evaluate`` (mm and TransUNet rules);
@@ -14,7 +18,7 @@ Steps, each a stock command in a subprocess (nnU-Net finds our trainers through 
 Usage::
 
     python benchmarks/acdc_budget.py --dry-run            # print the commands only
-    python benchmarks/acdc_budget.py                      # full run (about 30-40 min on 2 CPU cores)
+    python benchmarks/acdc_budget.py --budget 4,50,2      # the docs/results.md run (about 100 min on 2 CPU cores)
     python benchmarks/acdc_budget.py --budget 1,2,1 --max-patients 2 --work /tmp/acdc_smoke   # smoke test
 
 All nnU-Net folders live under ``--work`` (checkpoints are large; keep it out of git). The environment is
@@ -38,7 +42,21 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "acdc_ssl4mis_h5"
-TRAINERS = ("nnUNetTrainerMedNeXtRefUNet_budget", "nnUNetTrainerMedNeXt_budget")
+# (trainer, name in the comparison, what it is)
+MODELS = (
+    ("nnUNetTrainerMedNeXtRefUNet_budget", "nnU-Net 2D U-Net",
+     "nnU-Net's default trainer and PlainConvUNet from `nnUNetPlans` (SGD, lr 1e-2, poly)"),
+    ("nnUNetTrainerMedNeXtRecipeUNet_budget", "U-Net, MedNeXt recipe",
+     "the same PlainConvUNet trained with the MedNeXt recipe (AdamW, lr 3e-3, warm-up, poly): the control that "
+     "separates network from optimiser"),
+    ("nnUNetTrainerMedNeXt_budget", "MedNeXt (seed, T)", "seed MedNeXt-T on the same plans, with its recipe"),
+)
+RECIPE_CONTROL = MODELS[1][0]
+
+
+def selected_models(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """The models of this run: all three, or without the recipe control (``--no-recipe-control``)."""
+    return [m for m in MODELS if args.recipe_control or m[0] != RECIPE_CONTROL]
 PLANS, CONFIG, FOLD = "nnUNetPlans", "2d", 0
 DEFAULT_BUDGET = "2,15,2"
 BUDGET_ENV = "NNUNETV2_MEDNEXT_BUDGET"
@@ -84,7 +102,8 @@ def build_steps(args: argparse.Namespace) -> tuple[list[Step], dict[str, str], d
                                      "-npfp", "1", "-np", "1", "-gpu_memory_target", str(args.gpu_memory_target)], {}),
     ]
     n_test = 2 * (min(args.max_patients, 20) if args.max_patients else 20)
-    for tr in TRAINERS:
+    models = selected_models(args)
+    for tr, _, _ in models:
         model = f"{tr}__{PLANS}__{CONFIG}"
         pred = paths["results"] / model / f"fold_{FOLD}" / "test_predictions"
         steps.append(Step(f"train {tr}", [_tool("nnUNetv2_train"), str(args.dataset_id), CONFIG, str(FOLD), "-tr", tr,
@@ -96,11 +115,11 @@ def build_steps(args: argparse.Namespace) -> tuple[list[Step], dict[str, str], d
                           timed_cases=n_test, record=pred / "inference_time.json"))
         steps.append(Step(f"evaluate {tr}", [_tool("nnunetv2-mednext"), "evaluate", str(paths["raw"] / "labelsTs"),
                                              str(pred), "-o", str(paths["eval"] / tr), "--method", tr], {}))
-    models = [f"{tr}__{PLANS}__{CONFIG}" for tr in TRAINERS]
-    steps.append(Step("compare", [_tool("nnunetv2-mednext"), "compare", "-d", str(args.dataset_id), "-m", *models,
+    steps.append(Step("compare", [_tool("nnunetv2-mednext"), "compare", "-d", str(args.dataset_id),
+                                  "-m", *[f"{tr}__{PLANS}__{CONFIG}" for tr, _, _ in models],
                                   "-f", str(FOLD), "--subdir", "test_predictions", "--gt",
-                                  str(paths["raw"] / "labelsTs"), "--hd95", "mm", "--names", "nnU-Net 2D U-Net",
-                                  "MedNeXt (seed, T)", "-o", str(paths["compare"])], {}))
+                                  str(paths["raw"] / "labelsTs"), "--hd95", "mm",
+                                  "--names", *[name for _, name, _ in models], "-o", str(paths["compare"])], {}))
     return steps, base_env, paths
 
 
@@ -164,13 +183,19 @@ def _full_length_lines(args: argparse.Namespace) -> list[str]:
         f"nnUNetv2_plan_and_preprocess -d {d} -c 2d",
         f"nnunetv2-mednext plan_and_preprocess -d {d} -c 2d",
         f"nnUNetv2_train {d} 2d 0 -tr nnUNetTrainer",
+        f"nnUNetv2_train {d} 2d 0 -tr nnUNetTrainerMedNeXtRecipeUNet",
         f"nnUNetv2_train {d} 2d 0 -tr nnUNetTrainerMedNeXt -p nnUNetMedNeXtPlans",
         f"nnUNetv2_predict -i $nnUNet_raw/{ds}/imagesTs -o test_unet -d {d} -c 2d -f 0 -tr nnUNetTrainer",
+        f"nnUNetv2_predict -i $nnUNet_raw/{ds}/imagesTs -o test_unet_recipe -d {d} -c 2d -f 0 "
+        "-tr nnUNetTrainerMedNeXtRecipeUNet",
         f"nnUNetv2_predict -i $nnUNet_raw/{ds}/imagesTs -o test_mednext -d {d} -c 2d -f 0 "
         "-tr nnUNetTrainerMedNeXt -p nnUNetMedNeXtPlans",
-        f"nnunetv2-mednext evaluate $nnUNet_raw/{ds}/labelsTs test_unet -o eval_unet",
-        f"nnunetv2-mednext evaluate $nnUNet_raw/{ds}/labelsTs test_mednext -o eval_mednext",
+        *[f"nnunetv2-mednext evaluate $nnUNet_raw/{ds}/labelsTs test_{n} -o eval_{n}"
+          for n in ("unet", "unet_recipe", "mednext")],
         "```", "",
+        "`--write-splits` makes fold 0 the TransUNet train/validation split (the paper's protocol). For nnU-Net's "
+        "own protocol, convert without it: nnU-Net then splits the 80 training and validation patients into 5 "
+        f"folds itself; train folds 0-4 and run `nnUNetv2_find_best_configuration {d} -c 2d -tr TRAINER`.", "",
     ]
 
 
@@ -194,13 +219,12 @@ def write_results(args: argparse.Namespace, steps: list[Step], base_env: dict[st
         "model selection.",
         f"- Budget: `{BUDGET_ENV}={args.budget}` = {epochs} epochs × {iters} iterations "
         f"({int(epochs) * int(iters)} training iterations), {val_iters} validation iterations per epoch; "
-        "identical for both trainers. nnU-Net's default is 1000 × 250, so these are **short-budget** numbers, "
+        "identical for every trainer. nnU-Net's default is 1000 × 250, so these are **short-budget** numbers, "
         "not converged ones.",
         f"- Plans: 2d, {_plans_line(paths)}. Test predictions "
         + ("with" if args.tta else "without") + " mirroring TTA; nnU-Net's end-of-training validation (the validation "
         "patients) always mirrors.",
-        "- Models: `nnUNetTrainerMedNeXtRefUNet_budget` (nnU-Net's default trainer and PlainConvUNet from "
-        "`nnUNetPlans`) and `nnUNetTrainerMedNeXt_budget` (seed MedNeXt, same plans, our recipe).",
+        "- Models: " + "; ".join(f"`{tr}` ({what})" for tr, _, what in selected_models(args)) + ".",
         f"- Machine: {platform.machine()} CPU, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"torch {torch.__version__}, no GPU.", "",
         "## Commands", "", "Environment for every command:", "", "```bash", f"export {env_line}", "```", "",
@@ -209,7 +233,7 @@ def write_results(args: argparse.Namespace, steps: list[Step], base_env: dict[st
         *[f"| {s.name} | {s.seconds:.0f} |" for s in steps if s.seconds is not None], "",
         f"## Test set ({n_test} patients, {2 * n_test} volumes)", "",
     ]
-    for tr in TRAINERS:
+    for tr, _, _ in selected_models(args):
         table = paths["eval"] / tr / "table.md"
         if table.is_file():
             lines += [table.read_text().replace("## Evaluation of", "### Evaluation of"), ""]
@@ -223,7 +247,7 @@ def write_results(args: argparse.Namespace, steps: list[Step], base_env: dict[st
         shutil.copyfile(png, target)
         lines += [f"![DSC per class and per case]({target.name})", ""]
     lines += _per_iteration_lines(paths["compare"] / "comparison.json", int(iters), int(val_iters))
-    lines += ["Reading: TransUNet-protocol tables (docs/paper.md §6.3) report converged models; compare the two rows "
+    lines += ["Reading: TransUNet-protocol tables (docs/paper.md §6.3) report converged models; compare the rows "
               "here with each other, not with those tables.", ""]
     lines += _full_length_lines(args)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -246,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="mirroring test-time augmentation on the test predictions (default off, as in TransUNet's "
                         "protocol; 4x slower in 2D). nnU-Net's own end-of-training validation always mirrors.")
     p.add_argument("--results-md", help="report path (default docs/results.md; WORK/results.md with --max-patients)")
+    p.add_argument("--no-recipe-control", dest="recipe_control", action="store_false",
+                   help=f"leave out {RECIPE_CONTROL} (nnU-Net's U-Net with the MedNeXt recipe)")
     p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     args = p.parse_args(argv)
     parts = args.budget.split(",")

@@ -150,14 +150,22 @@ def test_budget_benchmark_dry_run(tmp_path: Path) -> None:
     cmds = [ln for ln in lines if not ln.startswith(("#", "export"))]
     assert cmds[0].startswith("nnunetv2-mednext convert acdc") and "--write-splits" in cmds[0]
     assert cmds[1] == "nnUNetv2_plan_and_preprocess -d 802 -c 2d -npfp 1 -np 1 -gpu_memory_target 2.0"
-    for tr in ("nnUNetTrainerMedNeXtRefUNet_budget", "nnUNetTrainerMedNeXt_budget"):
+    trainers = ("nnUNetTrainerMedNeXtRefUNet_budget", "nnUNetTrainerMedNeXtRecipeUNet_budget",
+                "nnUNetTrainerMedNeXt_budget")
+    for tr in trainers:
         assert (f"NNUNETV2_MEDNEXT_BUDGET=2,5,1 nnUNet_n_proc_DA=0 nnUNetv2_train 802 2d 0 -tr {tr} -device cpu"
                 in cmds)
         pred = next(c for c in cmds if c.startswith("nnUNetv2_predict") and f"-tr {tr} " in c)
         assert "-device cpu -npp 1 -nps 1" in pred and "imagesTs" in pred
         assert any(c.startswith("nnunetv2-mednext evaluate") and f"--method {tr}" in c for c in cmds)
     assert cmds[-1].startswith("nnunetv2-mednext compare -d 802")
+    assert "--names 'nnU-Net 2D U-Net' 'U-Net, MedNeXt recipe' 'MedNeXt (seed, T)'" in cmds[-1]
+    assert [c.count("-tr ") for c in cmds if c.startswith(("nnUNetv2_train", "NNUNETV2"))] == [1, 1, 1]
     assert not (tmp_path / "w").exists()  # nothing run
+    short = subprocess.run([sys.executable, str(REPO / "benchmarks" / "acdc_budget.py"), "--dry-run", "--work",
+                            str(tmp_path / "w"), "--no-recipe-control"], capture_output=True, text=True, timeout=60)
+    assert short.returncode == 0, short.stderr
+    assert "RecipeUNet" not in short.stdout and short.stdout.count("nnUNetv2_train 802") == 2
 
 
 def _load_budget_script():

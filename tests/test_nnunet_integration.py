@@ -118,6 +118,32 @@ def test_train_predict_evaluate_through_stock_commands(synth: NnUNetRunner, tmp_
         assert np.array_equal(np.asarray(Image.open(f)), np.asarray(Image.open(out2 / f.name)))
 
 
+def test_recipe_control_trains_nnunets_unet_with_the_mednext_recipe(synth: NnUNetRunner, tmp_path: Path) -> None:
+    """``nnUNetTrainerMedNeXtRecipeUNet``: the plans' PlainConvUNet, optimised by AdamW with the MedNeXt groups."""
+    trainer = "nnUNetTrainerMedNeXtRecipeUNet_tiny"
+    synth.train(DS, "2d", 0, trainer)
+    fold = _fold_dir(synth, trainer)
+    ckpt = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    pm = PlansManager(str(synth.preprocessed / synth.dataset_name(DS) / "nnUNetPlans.json"))
+    dataset_json = json.loads((synth.raw / synth.dataset_name(DS) / "dataset.json").read_text())
+    unet = nnUNetTrainer.build_network_architecture(pm, pm.get_configuration("2d"), len(dataset_json["channel_names"]),
+                                                    len(dataset_json["labels"]), True)
+    assert isinstance(unet, PlainConvUNet)
+    unet.load_state_dict(ckpt["network_weights"])  # strict: exactly nnU-Net's U-Net from the plans
+    groups = ckpt["optimizer_state"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [1e-4, 0.0]  # MedNeXt recipe: no decay on norms and biases
+    assert all("betas" in g and "momentum" not in g for g in groups)  # AdamW, not nnU-Net's SGD
+    log = next(fold.glob("training_log_*.txt")).read_text()
+    assert "gradient checkpointing" not in log  # no MedNeXt network, no MedNeXt log line
+    out = tmp_path / "pred"
+    synth.predict(DS, "2d", trainer, synth.raw / synth.dataset_name(DS) / "imagesTs", out)
+    assert len(list(out.glob("*.png"))) == 3
+
+
 def test_training_on_mednext_plans_and_find_best_configuration(synth: NnUNetRunner) -> None:
     trainer, plans = "nnUNetTrainerMedNeXt_tiny", "nnUNetMedNeXtPlans"
     for fold in (0, 1):
