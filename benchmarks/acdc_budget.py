@@ -46,7 +46,7 @@ DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "acdc_ssl4mis_h5"
 MODELS = (
     ("nnUNetTrainerMedNeXtRefUNet_budget", "nnU-Net 2D U-Net",
      "nnU-Net's default trainer and PlainConvUNet from `nnUNetPlans` (SGD, lr 1e-2, poly)"),
-    ("nnUNetTrainerMedNeXtRecipeUNet_budget", "U-Net, MedNeXt recipe",
+    ("nnUNetTrainerMedNeXtRecipeUNet_budget", "U-Net (MedNeXt recipe)",
      "the same PlainConvUNet trained with the MedNeXt recipe (AdamW, lr 3e-3, warm-up, poly): the control that "
      "separates network from optimiser"),
     ("nnUNetTrainerMedNeXt_budget", "MedNeXt (seed, T)", "seed MedNeXt-T on the same plans, with its recipe"),

@@ -159,7 +159,7 @@ def test_budget_benchmark_dry_run(tmp_path: Path) -> None:
         assert "-device cpu -npp 1 -nps 1" in pred and "imagesTs" in pred
         assert any(c.startswith("nnunetv2-mednext evaluate") and f"--method {tr}" in c for c in cmds)
     assert cmds[-1].startswith("nnunetv2-mednext compare -d 802")
-    assert "--names 'nnU-Net 2D U-Net' 'U-Net, MedNeXt recipe' 'MedNeXt (seed, T)'" in cmds[-1]
+    assert "--names 'nnU-Net 2D U-Net' 'U-Net (MedNeXt recipe)' 'MedNeXt (seed, T)'" in cmds[-1]
     assert [c.count("-tr ") for c in cmds if c.startswith(("nnUNetv2_train", "NNUNETV2"))] == [1, 1, 1]
     assert not (tmp_path / "w").exists()  # nothing run
     short = subprocess.run([sys.executable, str(REPO / "benchmarks" / "acdc_budget.py"), "--dry-run", "--work",
