@@ -17,7 +17,7 @@ import SimpleITK as sitk
 import torch
 
 from nnunetv2_mednext.cli import build_parser, main
-from nnunetv2_mednext.evaluation.compare import compare_models, epoch_times
+from nnunetv2_mednext.evaluation.compare import compare_models, count_parameters, epoch_times
 
 REPO = Path(__file__).resolve().parents[1]
 DS = "Dataset802_ACDC"
@@ -234,3 +234,9 @@ def test_compare_validation_folder_scores_only_predicted_cases(results: Path, tm
     fold = comp["models"][0]["folds"]["0"]
     assert fold["source"].startswith("evaluated") and len(fold["per_case_fg"]["Dice"]) == 1
     assert fold["classes"]["1"]["Dice"] == 1.0 and fold["classes"]["1"]["HD95_mm"] == 0.0
+
+
+def test_parameter_count_excludes_norm_statistics(tmp_path: Path) -> None:
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.BatchNorm2d(4))  # 2*4*9 + 4 weights, 4 + 4 BN
+    torch.save({"network_weights": net.state_dict()}, tmp_path / "checkpoint_final.pth")
+    assert count_parameters(tmp_path) == (2 * 4 * 9 + 4 + 4 + 4, "checkpoint_final.pth")

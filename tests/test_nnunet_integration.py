@@ -144,6 +144,37 @@ def test_recipe_control_trains_nnunets_unet_with_the_mednext_recipe(synth: NnUNe
     assert len(list(out.glob("*.png"))) == 3
 
 
+def test_compare_on_two_tiny_trained_runs(synth: NnUNetRunner, tmp_path: Path) -> None:
+    """``nnunetv2-mednext compare`` on real results folders: table, missing fold, params, epoch time, plot."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunetv2_mednext.trainers import TRAINERS
+
+    pm = PlansManager(str(synth.preprocessed / synth.dataset_name(DS) / "nnUNetPlans.json"))
+    ref, med = "nnUNetTrainerMedNeXtRefUNet_tiny", "nnUNetTrainerMedNeXt_tiny"
+    for trainer in (ref, med):
+        synth.train(DS, "2d", 3, trainer)
+    out = tmp_path / "cmp"
+    synth.run_argv([sys.executable, "-m", "nnunetv2_mednext", "compare", "-d", DS, "-m", f"{ref}__nnUNetPlans__2d",
+                    f"{med}__nnUNetPlans__2d", "-f", 3, 4, "--names", "U-Net", "MedNeXt", "-o", out], "compare")
+    md = (out / "comparison.md").read_text()
+    data = json.loads((out / "comparison.json").read_text())
+    for name, trainer, entry in zip(("U-Net", "MedNeXt"), (ref, med), data["models"]):
+        fold = _fold_dir(synth, trainer, fold=3)
+        summary = json.loads((fold / "validation" / "summary.json").read_text())
+        ckpt = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+        epochs = [e - s for s, e in zip(ckpt["logging"]["epoch_start_timestamps"], ckpt["logging"]["epoch_end_timestamps"])]
+        assert entry["missing"] == [4] and f"- {name}: fold(s) 4" in md
+        assert entry["aggregate"]["Dice"]["mean"][0] == pytest.approx(summary["foreground_mean"]["Dice"], abs=1e-6)
+        assert f"| {name} | 1/2 | {100 * summary['foreground_mean']['Dice']:.2f} |" in md
+        net = TRAINERS[trainer].build_network_architecture(pm, pm.get_configuration("2d"), 1, 3, True)
+        assert entry["params"] == sum(p.numel() for p in net.parameters())  # buffers (BN statistics) excluded
+        assert entry["epoch_time_s"] == pytest.approx(sum(epochs) / len(epochs), abs=0.02)  # log rounds to 0.01 s
+    assert data["models"][0]["params"] > data["models"][1]["params"]  # U-Net is the larger network
+    png = (out / "comparison.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
 def test_training_on_mednext_plans_and_find_best_configuration(synth: NnUNetRunner) -> None:
     trainer, plans = "nnUNetTrainerMedNeXt_tiny", "nnUNetMedNeXtPlans"
     for fold in (0, 1):

@@ -87,7 +87,11 @@ def load_summary(path: Path) -> dict[str, Any]:
     return {"classes": classes, "fg": fg, "per_case_fg": per_case}
 
 
+_NORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
 def count_parameters(fold_dir: Path) -> tuple[int | None, str | None]:
+    """Trainable parameters of the checkpointed network (norm statistics excluded) and the checkpoint's file name."""
     for name in CHECKPOINTS:
         ckpt = fold_dir / name
         if ckpt.is_file():
@@ -98,8 +102,8 @@ def count_parameters(fold_dir: Path) -> tuple[int | None, str | None]:
             # dynamic-network-architectures decoders keep a reference to the encoder, so its tensors appear twice
             # in the state dict (``encoder.*`` and ``decoder.encoder.*``): count every storage view once
             seen, total = set(), 0
-            for v in weights.values():
-                if not hasattr(v, "numel"):
+            for k, v in weights.items():
+                if not hasattr(v, "numel") or str(k).endswith(_NORM_BUFFERS):  # statistics, not parameters
                     continue
                 key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))
                 if key not in seen:
