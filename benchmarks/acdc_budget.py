@@ -53,13 +53,14 @@ MODELS = (
 )
 RECIPE_CONTROL = MODELS[1][0]
 
+PLANS, CONFIG, FOLD = "nnUNetPlans", "2d", 0
+DEFAULT_BUDGET = "2,15,2"
+BUDGET_ENV = "NNUNETV2_MEDNEXT_BUDGET"
+
 
 def selected_models(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     """The models of this run: all three, or without the recipe control (``--no-recipe-control``)."""
     return [m for m in MODELS if args.recipe_control or m[0] != RECIPE_CONTROL]
-PLANS, CONFIG, FOLD = "nnUNetPlans", "2d", 0
-DEFAULT_BUDGET = "2,15,2"
-BUDGET_ENV = "NNUNETV2_MEDNEXT_BUDGET"
 
 
 def _tool(name: str) -> str:

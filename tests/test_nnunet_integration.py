@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_mednext.pipeline import NnUNetRunner, nnunet_command
 from nnunetv2_mednext.synthetic import make_synthetic_2d, make_synthetic_3d
@@ -48,6 +49,10 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> NnUNetRunner:
     runner.plan_and_preprocess(DS, ("2d",))
     runner.plan_and_preprocess(DS, ("2d",), planner="nnUNetPlannerMedNeXt")
     return runner
+
+
+def _plans_manager(runner: NnUNetRunner, plans: str = "nnUNetPlans") -> PlansManager:
+    return PlansManager(str(runner.preprocessed / runner.dataset_name(DS) / f"{plans}.json"))
 
 
 def _fold_dir(runner: NnUNetRunner, trainer: str, plans: str = "nnUNetPlans", config: str = "2d", fold: int = 0) -> Path:
@@ -126,9 +131,8 @@ def test_recipe_control_trains_nnunets_unet_with_the_mednext_recipe(synth: NnUNe
     ckpt = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    pm = PlansManager(str(synth.preprocessed / synth.dataset_name(DS) / "nnUNetPlans.json"))
+    pm = _plans_manager(synth)
     dataset_json = json.loads((synth.raw / synth.dataset_name(DS) / "dataset.json").read_text())
     unet = nnUNetTrainer.build_network_architecture(pm, pm.get_configuration("2d"), len(dataset_json["channel_names"]),
                                                     len(dataset_json["labels"]), True)
@@ -146,11 +150,9 @@ def test_recipe_control_trains_nnunets_unet_with_the_mednext_recipe(synth: NnUNe
 
 def test_compare_on_two_tiny_trained_runs(synth: NnUNetRunner, tmp_path: Path) -> None:
     """``nnunetv2-mednext compare`` on real results folders: table, missing fold, params, epoch time, plot."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
     from nnunetv2_mednext.trainers import TRAINERS
 
-    pm = PlansManager(str(synth.preprocessed / synth.dataset_name(DS) / "nnUNetPlans.json"))
+    pm = _plans_manager(synth)
     ref, med = "nnUNetTrainerMedNeXtRefUNet_tiny", "nnUNetTrainerMedNeXt_tiny"
     for trainer in (ref, med):
         synth.train(DS, "2d", 3, trainer)

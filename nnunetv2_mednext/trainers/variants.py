@@ -113,18 +113,11 @@ _make("nnUNetTrainerMedNeXtRefUNet_budget", (_BudgetRun, _RefUNet),
       f"nnU-Net's default trainer and U-Net, run length from ${BUDGET_ENV} (baseline for comparisons).")
 
 # nnU-Net's default U-Net with the MedNeXt recipe: separates architecture from optimiser in comparisons ----------
-class _RecipeUNet(nnUNetTrainerMedNeXt):
-    """nnU-Net's PlainConvUNet from the plans, trained with the MedNeXt recipe (AdamW 3e-3, warm-up, poly).
-
-    The control for "is it the network or the optimiser?": against ``nnUNetTrainerMedNeXt`` only the network
-    differs, against ``nnUNetTrainer`` only the recipe does.
-    """
-
-    build_network_architecture = staticmethod(nnUNetTrainer.build_network_architecture)  # type: ignore[assignment]
-
-
-_make("nnUNetTrainerMedNeXtRecipeUNet", (_RecipeUNet,),
-      "nnU-Net's default U-Net trained with the MedNeXt recipe (control: network vs optimiser).")
+_make("nnUNetTrainerMedNeXtRecipeUNet", (nnUNetTrainerMedNeXt,),
+      "nnU-Net's PlainConvUNet from the plans, trained with the MedNeXt recipe (AdamW 3e-3, warm-up, poly): the "
+      "control for 'network or optimiser?' (against nnUNetTrainerMedNeXt only the network differs, against "
+      "nnUNetTrainer only the recipe).",
+      build_network_architecture=staticmethod(nnUNetTrainer.build_network_architecture))
 _with_lengths(_classes["nnUNetTrainerMedNeXtRecipeUNet"], "nnUNetTrainerMedNeXtRecipeUNet")
 
 TRAINERS: dict[str, type] = {"nnUNetTrainerMedNeXt": nnUNetTrainerMedNeXt, **_classes}
