@@ -2,7 +2,7 @@
 
 All arguments are nnU-Net's (``-d``, ``-c``, ``-np``, ``-npfp``, ``-gpu_memory_target``, ``--verify_dataset_integrity``
 ...). ``-pl`` defaults to ``nnUNetPlannerMedNeXt`` and also accepts every ``nnUNetPlannerMedNeXt*`` name as well as
-nnU-Net's own planners.
+nnU-Net's own planners; several names plan one after the other (the fingerprint is extracted once).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ ORDER = 10
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-d", nargs="+", required=True, help="dataset id(s), as for nnUNetv2_plan_and_preprocess")
-    parser.add_argument("-pl", default="nnUNetPlannerMedNeXt", help="planner class (default nnUNetPlannerMedNeXt)")
+    parser.add_argument("-pl", nargs="+", default=["nnUNetPlannerMedNeXt"], metavar="PLANNER",
+                        help="planner class(es), run one after the other (default: nnUNetPlannerMedNeXt)")
     parser.epilog = "Every other nnUNetv2_plan_and_preprocess argument is passed through unchanged."
     parser.set_defaults(_accepts_extra=True)
 
@@ -57,12 +58,51 @@ def run(args: argparse.Namespace) -> int:
         find_dataset(d)
     from nnunetv2.experiment_planning.plan_and_preprocess_entrypoints import plan_and_preprocess_entry
 
+    check_planner_names(args.pl)
     install_planner_lookup()
-    argv = ["nnUNetv2_plan_and_preprocess", "-d", *args.d, "-pl", args.pl, *getattr(args, "extra", [])]
     old = sys.argv
-    sys.argv = argv
     try:
-        plan_and_preprocess_entry()
+        for planner in args.pl:
+            sys.argv = ["nnUNetv2_plan_and_preprocess", "-d", *args.d, "-pl", planner, *getattr(args, "extra", [])]
+            plan_and_preprocess_entry()
     finally:
         sys.argv = old
     return 0
+
+
+def check_planner_names(names: list[str]) -> None:
+    """Fail before any work (fingerprinting takes minutes) when a planner name is unknown."""
+    import difflib
+
+    from nnunetv2_mednext.errors import MedNeXtUserError
+    from nnunetv2_mednext.planners import PLANNERS
+
+    known = [*PLANNERS, *nnunet_planner_names()]
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            raise MedNeXtUserError(
+                f"unknown planner {name!r}; {hint}MedNeXt planners: {', '.join(PLANNERS)}; nnU-Net's own: "
+                f"{', '.join(nnunet_planner_names())}"
+            )
+
+
+def nnunet_planner_names() -> list[str]:
+    """Names of nnU-Net's own experiment planner classes (what its ``-pl`` accepts)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import nnunetv2.experiment_planning.experiment_planners as pkg
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+
+    names = set()
+    for info in pkgutil.walk_packages(pkg.__path__, prefix=f"{pkg.__name__}."):
+        try:
+            module = importlib.import_module(info.name)
+        except Exception:  # an optional planner whose dependencies are missing is simply not offered
+            continue
+        names.update(n for n, o in vars(module).items()
+                     if inspect.isclass(o) and issubclass(o, ExperimentPlanner) and not n.startswith("_"))
+    return sorted(names)

@@ -1,12 +1,22 @@
-"""Named MedNeXt trainers: sizes, Roy et al. variants, nnU-Net-style run lengths, and CPU smoke/budget runs.
+"""Every named trainer of the package, declared in one table (``FAMILIES``) and built from it.
 
-Names carry the ``MedNeXt`` token so they never collide with nnU-Net's own trainers.
+A *family* is a network + recipe (one base class); a *length* is a run length (nnU-Net-style ``_250epochs``,
+the ``_tiny`` smoke test, the ``_budget`` length from ``NNUNETV2_MEDNEXT_BUDGET``). Each generated class is
+``type(name, (LengthMixin, FamilyBase), {})``: it defines no ``__init__`` of its own, so its constructor is the
+mixin's, whose signature is exactly nnU-Net's ``(plans, configuration, fold, dataset_json, device)`` -- nnU-Net
+records its constructor arguments by looking every parameter name up in ``locals()``, and any extra parameter
+crashes ``nnUNetv2_train``. ``tests/test_trainer_enumeration.py`` constructs and initialises every class the
+package exports exactly as ``nnUNetv2_train`` does.
+
+Names carry the ``MedNeXt`` token so they never collide with nnU-Net's own trainers. ``trainer_names()`` lists
+them all (also ``nnunetv2-mednext info --trainers``).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -17,28 +27,7 @@ from .base import nnUNetTrainerMedNeXt
 from .threads import apply_thread_env
 
 BUDGET_ENV = "NNUNETV2_MEDNEXT_BUDGET"
-EPOCH_LENGTHS = (1, 5, 10, 20, 50, 100, 250, 500, 2000)
-
-_classes: dict[str, type] = {}
-
-
-def _make(name: str, bases: tuple[type, ...], doc: str, **attrs: Any) -> type:
-    cls = type(name, bases, {"__doc__": doc, "__module__": __name__, **attrs})
-    _classes[name] = cls
-    globals()[name] = cls
-    return cls
-
-
-class _TinyRun:
-    """Smoke-test length: 2 epochs x 4 iterations, 2 validation iterations, a checkpoint every epoch."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")) -> None:
-        super().__init__(plans, configuration, fold, dataset_json, device)  # type: ignore[call-arg]
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 4
-        self.num_val_iterations_per_epoch = 2
-        self.save_every = 1
+_CUDA = torch.device("cuda")
 
 
 def parse_budget(value: str | None) -> tuple[int, int, int]:
@@ -56,69 +45,149 @@ def parse_budget(value: str | None) -> tuple[int, int, int]:
     return parts[0], parts[1], parts[2] if len(parts) == 3 else 2
 
 
-class _BudgetRun:
-    """Run length from ``NNUNETV2_MEDNEXT_BUDGET=EPOCHS,ITERS[,VAL_ITERS]`` (default 1,10,2): fair CPU comparisons."""
+# -- run lengths -------------------------------------------------------------------------------------------------
+class _RunLength:
+    """Mixin that sets the run length after the family's ``__init__``; subclasses only override ``run_length``."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")) -> None:
+                 device: torch.device = _CUDA) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)  # type: ignore[call-arg]
+        epochs, iters, val_iters, save_every = self.run_length()
+        self.num_epochs = epochs  # type: ignore[attr-defined]
+        if iters is not None:
+            self.num_iterations_per_epoch = iters  # type: ignore[attr-defined]
+        if val_iters is not None:
+            self.num_val_iterations_per_epoch = val_iters  # type: ignore[attr-defined]
+        if save_every is not None:
+            self.save_every = save_every  # type: ignore[attr-defined]
+
+    @classmethod
+    def run_length(cls) -> tuple[int, int | None, int | None, int | None]:
+        """``(epochs, iterations per epoch, validation iterations, save_every)``; ``None`` keeps nnU-Net's value."""
+        raise NotImplementedError
+
+
+class _Epochs(_RunLength):
+    """``epochs`` epochs of nnU-Net's 250 iterations (like nnU-Net's ``nnUNetTrainer_Xepochs``)."""
+
+    epochs: ClassVar[int] = 1
+
+    @classmethod
+    def run_length(cls) -> tuple[int, None, None, None]:
+        return cls.epochs, None, None, None
+
+
+class _TinyRun(_RunLength):
+    """Smoke-test length: 2 epochs x 4 iterations, 2 validation iterations, a checkpoint every epoch."""
+
+    @classmethod
+    def run_length(cls) -> tuple[int, int, int, int]:
+        return 2, 4, 2, 1
+
+
+class _BudgetRun(_RunLength):
+    """Run length from ``NNUNETV2_MEDNEXT_BUDGET=EPOCHS,ITERS[,VAL_ITERS]`` (default 1,10,2): fair CPU comparisons."""
+
+    @classmethod
+    def run_length(cls) -> tuple[int, int, int, int]:
         epochs, iters, val_iters = parse_budget(os.environ.get(BUDGET_ENV))
-        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = epochs, iters, val_iters
-        self.save_every = 1
+        return epochs, iters, val_iters, 1
 
 
-def _with_lengths(base: type, base_name: str) -> None:
-    for n in EPOCH_LENGTHS:
-        suffix = "1epoch" if n == 1 else f"{n}epochs"
-
-        def init(self, plans, configuration, fold, dataset_json, device=torch.device("cuda"), _n=n, _base=base):
-            _base.__init__(self, plans, configuration, fold, dataset_json, device)
-            self.num_epochs = _n
-
-        _make(f"{base_name}_{suffix}", (base,), f"{base_name} for {n} epoch(s) of 250 iterations.", __init__=init)
-    _make(f"{base_name}_tiny", (_TinyRun, base), f"{base_name}, smoke-test length (2 x 4 iterations).")
-    _make(f"{base_name}_budget", (_BudgetRun, base), f"{base_name}, run length from ${BUDGET_ENV}.")
+def _epochs(n: int) -> tuple[str, type]:
+    return ("1epoch" if n == 1 else f"{n}epochs"), type(f"_Epochs{n}", (_Epochs,), {"epochs": n})
 
 
-# seed MedNeXt sizes -------------------------------------------------------------------------------------------
-_SIZES = {"T": "mednext_t", "S": "mednext_s", "B": "mednext_b"}
-for _size, _variant in _SIZES.items():
-    _make(f"nnUNetTrainerMedNeXt_{_size}", (nnUNetTrainerMedNeXt,), f"Seed MedNeXt {_size} (variant {_variant}).",
-          mednext_variant=_variant)
-_with_lengths(nnUNetTrainerMedNeXt, "nnUNetTrainerMedNeXt")
+EPOCH_LENGTHS = (1, 5, 10, 20, 50, 100, 250, 500, 2000)
+LENGTHS: dict[str, type] = {
+    **dict(_epochs(n) for n in EPOCH_LENGTHS),
+    "tiny": _TinyRun,
+    "budget": _BudgetRun,
+}
+ALL_LENGTHS = tuple(LENGTHS)
+SHORT_LENGTHS = ("tiny", "budget")
 
-# Roy et al. MedNeXt (v1) --------------------------------------------------------------------------------------
-for _size in ("S", "B", "M", "L"):
-    for _k in (3, 5):
-        _name = f"nnUNetTrainerMedNeXtV1_{_size}_k{_k}"
-        _cls = _make(_name, (nnUNetTrainerMedNeXt,),
-                     f"Roy et al. MedNeXt {_size}, kernel {_k} (AdamW lr 1e-3, eps 1e-4, weight decay 3e-5).",
-                     mednext_variant=f"mednextv1_{_size.lower()}_k{_k}", mednext_lr=1e-3, mednext_weight_decay=3e-5)
-        _make(f"{_name}_tiny", (_TinyRun, _cls), f"{_name}, smoke-test length.")
-        _make(f"{_name}_budget", (_BudgetRun, _cls), f"{_name}, run length from ${BUDGET_ENV}.")
 
-# nnU-Net's default U-Net with nnU-Net's recipe, at the same short lengths (fair baselines) ----------------------
+# -- family bases that are not plain nnUNetTrainerMedNeXt ----------------------------------------------------------
 class _RefUNet(nnUNetTrainer):
     """nnU-Net's own trainer, plus what every trainer of this package does on CPU: honour ``OMP_NUM_THREADS``."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")) -> None:
+                 device: torch.device = _CUDA) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)
         apply_thread_env(self.device)
 
 
-_make("nnUNetTrainerMedNeXtRefUNet_tiny", (_TinyRun, _RefUNet),
-      "nnU-Net's default trainer and U-Net, smoke-test length (baseline for comparisons).")
-_make("nnUNetTrainerMedNeXtRefUNet_budget", (_BudgetRun, _RefUNet),
-      f"nnU-Net's default trainer and U-Net, run length from ${BUDGET_ENV} (baseline for comparisons).")
+class _RecipeUNet(nnUNetTrainerMedNeXt):
+    """nnU-Net's network from the plans (``PlainConvUNet`` or whatever the plans name) with the MedNeXt recipe."""
 
-# nnU-Net's default U-Net with the MedNeXt recipe: separates architecture from optimiser in comparisons ----------
-_make("nnUNetTrainerMedNeXtRecipeUNet", (nnUNetTrainerMedNeXt,),
-      "nnU-Net's PlainConvUNet from the plans, trained with the MedNeXt recipe (AdamW 3e-3, warm-up, poly): the "
-      "control for 'network or optimiser?' (against nnUNetTrainerMedNeXt only the network differs, against "
-      "nnUNetTrainer only the recipe).",
-      build_network_architecture=staticmethod(nnUNetTrainer.build_network_architecture))
-_with_lengths(_classes["nnUNetTrainerMedNeXtRecipeUNet"], "nnUNetTrainerMedNeXtRecipeUNet")
+    build_network_architecture = staticmethod(nnUNetTrainer.build_network_architecture)  # type: ignore[assignment]
 
-TRAINERS: dict[str, type] = {"nnUNetTrainerMedNeXt": nnUNetTrainerMedNeXt, **_classes}
-__all__ = ["BUDGET_ENV", "TRAINERS", "nnUNetTrainerMedNeXt", "parse_budget", *_classes]
+
+# -- the table -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Family:
+    """One row of the trainer table: ``name`` itself (unless ``standalone`` is false) plus ``name_<length>``."""
+
+    name: str
+    base: type
+    doc: str
+    attrs: tuple[tuple[str, object], ...] = ()
+    lengths: tuple[str, ...] = ()
+    standalone: bool = True
+
+
+_V1 = "Roy et al. MedNeXt {size}, kernel {k} (AdamW lr 1e-3, eps 1e-4, weight decay 3e-5)."
+
+FAMILIES: tuple[Family, ...] = (
+    Family("nnUNetTrainerMedNeXt", nnUNetTrainerMedNeXt, "Seed MedNeXt T (mednext_t), the default.",
+           lengths=ALL_LENGTHS, standalone=False),  # the base class itself is exported as is
+    Family("nnUNetTrainerMedNeXt_T", nnUNetTrainerMedNeXt, "Seed MedNeXt T (variant mednext_t).",
+           (("mednext_variant", "mednext_t"),)),
+    Family("nnUNetTrainerMedNeXt_S", nnUNetTrainerMedNeXt, "Seed MedNeXt S (variant mednext_s).",
+           (("mednext_variant", "mednext_s"),)),
+    Family("nnUNetTrainerMedNeXt_B", nnUNetTrainerMedNeXt, "Seed MedNeXt B (variant mednext_b).",
+           (("mednext_variant", "mednext_b"),)),
+    *(
+        Family(f"nnUNetTrainerMedNeXtV1_{size}_k{k}", nnUNetTrainerMedNeXt, _V1.format(size=size, k=k),
+               (("mednext_variant", f"mednextv1_{size.lower()}_k{k}"), ("mednext_lr", 1e-3),
+                ("mednext_weight_decay", 3e-5)), SHORT_LENGTHS)
+        for size in ("S", "B", "M", "L") for k in (3, 5)
+    ),
+    Family("nnUNetTrainerMedNeXtRefUNet", _RefUNet,
+           "nnU-Net's default trainer and U-Net at the package's short lengths (baseline for comparisons).",
+           lengths=SHORT_LENGTHS, standalone=False),
+    Family("nnUNetTrainerMedNeXtRecipeUNet", _RecipeUNet,
+           "nnU-Net's PlainConvUNet from the plans, trained with the MedNeXt recipe (AdamW 3e-3, warm-up, poly): the "
+           "control for 'network or optimiser?' (against nnUNetTrainerMedNeXt only the network differs, against "
+           "nnUNetTrainer only the recipe).", lengths=ALL_LENGTHS),
+)
+
+
+def _build(families: tuple[Family, ...]) -> dict[str, type]:
+    classes: dict[str, type] = {}
+    for fam in families:
+        base = fam.base
+        if fam.standalone:
+            base = type(fam.name, (fam.base,), {"__doc__": fam.doc, "__module__": __name__, **dict(fam.attrs)})
+            classes[fam.name] = base
+        for length in fam.lengths:
+            mixin = LENGTHS[length]
+            name = f"{fam.name}_{length}"
+            length_doc = (f"{mixin.epochs} epoch(s) of 250 iterations." if issubclass(mixin, _Epochs)
+                          else (mixin.__doc__ or "").splitlines()[0])
+            doc = f"{fam.doc} Run length: {length_doc}"
+            classes[name] = type(name, (mixin, base), {"__doc__": doc, "__module__": __name__})
+    return classes
+
+
+TRAINERS: dict[str, type] = {"nnUNetTrainerMedNeXt": nnUNetTrainerMedNeXt, **_build(FAMILIES)}
+globals().update(TRAINERS)  # module attributes: nnU-Net's lookup finds trainers with hasattr(module, name)
+
+
+def trainer_names() -> list[str]:
+    """Every trainer name the package exports (what ``nnUNetv2_train -tr`` accepts)."""
+    return list(TRAINERS)
+
+
+__all__ = ["BUDGET_ENV", "FAMILIES", "TRAINERS", "parse_budget", "trainer_names", *TRAINERS]
