@@ -1,11 +1,14 @@
 """Start-up hook installed by nnunetv2-mednext (through a .pth file in site-packages).
 
-It only appends the folder with nnunetv2-mednext's trainer shim to the ``nnUNet_extTrainer`` environment variable,
-so that the stock ``nnUNetv2_train`` / ``nnUNetv2_predict`` commands find ``nnUNetTrainerMedNeXt*``. It imports
-nothing but ``os`` and never raises. Opt out with ``NNUNETV2_MEDNEXT_NO_AUTOREGISTER=1``.
+It appends the folder with nnunetv2-mednext's trainer shim to the ``nnUNet_extTrainer`` environment variable, so
+that the stock ``nnUNetv2_train`` / ``nnUNetv2_predict`` commands find ``nnUNetTrainerMedNeXt*``, and, in
+``nnUNetv2_*`` commands only, installs an exception hook that turns the failures it can explain into one line (it
+imports the package only when an exception reaches the top). It imports nothing but ``os`` and ``sys`` and never
+raises. Opt out of both with ``NNUNETV2_MEDNEXT_NO_AUTOREGISTER=1``.
 """
 
 import os
+import sys
 
 _VAR = "nnUNet_extTrainer"
 
@@ -24,6 +27,15 @@ def shim_folder() -> str:
     return os.path.join(next(iter(spec.submodule_search_locations)), "_nnunet_ext")
 
 
+def _lazy_excepthook(exc_type, exc, tb, _previous=sys.excepthook):  # type: ignore[no-untyped-def]
+    try:
+        from nnunetv2_mednext.friendly_errors import excepthook
+    except Exception:
+        _previous(exc_type, exc, tb)
+        return
+    excepthook(exc_type, exc, tb, _previous)
+
+
 def install() -> None:
     try:
         if os.environ.get("NNUNETV2_MEDNEXT_NO_AUTOREGISTER", "").lower() in ("1", "true", "yes"):
@@ -34,5 +46,9 @@ def install() -> None:
         current = [p for p in os.environ.get(_VAR, "").split(os.pathsep) if p]
         if folder not in current:
             os.environ[_VAR] = os.pathsep.join([*current, folder])
+        argv = getattr(sys, "argv", None) or [""]
+        if os.path.basename(argv[0]).startswith("nnUNetv2_") and not getattr(sys.excepthook, "_mednext", False):
+            _lazy_excepthook._mednext = True  # type: ignore[attr-defined]
+            sys.excepthook = _lazy_excepthook
     except Exception:  # a start-up hook must never break the interpreter
         pass

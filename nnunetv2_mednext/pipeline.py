@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from nnunetv2_mednext.errors import MedNeXtUserError
@@ -22,6 +23,34 @@ def nnunet_command(name: str) -> str:
     if found is None:
         raise MedNeXtUserError(f"{name} not found; install nnunetv2 in this environment (pip install nnunetv2)")
     return found
+
+
+#: environment variables a rerun of a logged command needs (besides the nnUNet_* folders)
+RERUN_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_def_n_proc", "nnUNet_compile",
+              "nnUNet_n_proc_DA", "OMP_NUM_THREADS", "NNUNETV2_MEDNEXT_BUDGET", "NNUNETV2_MEDNEXT_CHECKPOINTING")
+_PROGRESS = ("Epoch ", "train_loss", "val_loss", "Pseudo dice", "Epoch time")
+
+
+def rerun_header(env: Mapping[str, str], cmd: Sequence[str], cwd: Path) -> str:
+    """Shell lines that rerun ``cmd`` by hand: ``cd``, the exports it needs, the command."""
+    exports = [f"export {k}={shlex.quote(env[k])}" for k in RERUN_VARS if env.get(k)]
+    return "\n".join([f"# rerun: cd {shlex.quote(str(cwd))}", *(f"# {e}" for e in exports),
+                      "$ " + " ".join(shlex.quote(c) for c in cmd), ""])
+
+
+def _report_progress(log: Path, offset: int, progress: Callable[[str], None] | None) -> int:
+    """Pass the epoch lines written to ``log`` since ``offset`` to ``progress``; returns the new offset."""
+    if progress is None:
+        return offset
+    with open(log, "rb") as fh:
+        fh.seek(offset)
+        chunk = fh.read()
+    end = chunk.rfind(b"\n") + 1  # complete lines only
+    for line in chunk[:end].decode(errors="replace").splitlines():
+        text = line.split(": ", 1)[-1].strip() if line[:4].isdigit() else line.strip()  # drop nnU-Net's timestamp
+        if text.startswith(_PROGRESS):
+            progress(text)
+    return offset + end
 
 
 class NnUNetRunner:
@@ -52,23 +81,35 @@ class NnUNetRunner:
         env.update(extra or {})
         return env
 
-    def run(self, name: str, args: Sequence[str], log_name: str, extra_env: Mapping[str, str] | None = None) -> float:
+    def run(self, name: str, args: Sequence[str], log_name: str, extra_env: Mapping[str, str] | None = None,
+            progress: Callable[[str], None] | None = None) -> float:
         """Run the console script ``name args``; on failure raise with the log's tail. Returns the wall time (s)."""
-        return self.run_argv([nnunet_command(name), *map(str, args)], log_name, extra_env)
+        return self.run_argv([nnunet_command(name), *map(str, args)], log_name, extra_env, progress=progress)
 
     def run_argv(self, cmd: Sequence[str], log_name: str, extra_env: Mapping[str, str] | None = None,
-                 what: str | None = None) -> float:
-        """Run ``cmd`` in the work dir with :meth:`env`, output to ``logs/<log_name>.log``; raise with the tail."""
+                 what: str | None = None, progress: Callable[[str], None] | None = None) -> float:
+        """Run ``cmd`` in the work dir with :meth:`env`, output to ``logs/<log_name>.log``; raise with the tail.
+
+        The log starts with the environment and command needed to rerun it by hand. ``progress`` receives the
+        log's epoch lines while the command runs.
+        """
         cmd = [str(c) for c in cmd]
         log = self.logs / f"{log_name}.log"
+        env = self.env(extra_env)
         start = time.perf_counter()
         with open(log, "w") as fh:
-            fh.write("$ " + " ".join(cmd) + "\n")
+            fh.write(rerun_header(env, cmd, self.workdir))
             fh.flush()
-            proc = subprocess.run(cmd, env=self.env(extra_env), stdout=fh, stderr=subprocess.STDOUT, cwd=self.workdir)
+            body_start = fh.tell()
+            proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=self.workdir)
+            seen = body_start
+            while proc.poll() is None:
+                time.sleep(0.5)
+                seen = _report_progress(log, seen, progress)
+            _report_progress(log, seen, progress)
         wall = time.perf_counter() - start
         if proc.returncode != 0:
-            tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+            tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
             raise MedNeXtUserError(f"{what or Path(cmd[0]).name} failed (exit {proc.returncode}); log {log}:\n{tail}")
         if self.verbose:
             print(log.read_text())
@@ -88,10 +129,11 @@ class NnUNetRunner:
         return self.run_argv(cmd, f"plan_{dataset_id}_{planner}", what="nnunetv2-mednext plan_and_preprocess")
 
     def train(self, dataset_id: int, config: str, fold: int | str, trainer: str, plans: str = "nnUNetPlans",
-              extra_args: Sequence[str] = (), extra_env: Mapping[str, str] | None = None) -> float:
+              extra_args: Sequence[str] = (), extra_env: Mapping[str, str] | None = None,
+              progress: Callable[[str], None] | None = None) -> float:
         env = {"nnUNet_n_proc_DA": "0", **(extra_env or {})}
         args = [dataset_id, config, fold, "-tr", trainer, "-p", plans, "-device", self.device, *extra_args]
-        return self.run("nnUNetv2_train", args, f"train_{trainer}_{config}_{fold}", env)
+        return self.run("nnUNetv2_train", args, f"train_{trainer}_{config}_{fold}", env, progress)
 
     def predict(self, dataset_id: int, config: str, trainer: str, inputs: Path, output: Path,
                 folds: Sequence[int | str] = (0,), plans: str = "nnUNetPlans", checkpoint: str = "checkpoint_final.pth") -> float:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunetv2_mednext.conversion.common import prepare_dataset_folder, write_dataset_json, write_image, write_label
+from nnunetv2_mednext.conversion.common import new_dataset, write_dataset_json, write_image, write_label
 
 
 def _shapes_2d(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -31,18 +31,18 @@ def make_synthetic_2d(
     """Write a 2D PNG dataset (disc = 1, square = 2) with ``imagesTs``/``labelsTs``; returns its folder."""
     from PIL import Image
 
-    folder = prepare_dataset_folder(Path(raw_root), dataset_id, name, overwrite)
     rng = np.random.default_rng(seed)
-    for i in range(n_train + n_test):
-        image, label = _shapes_2d(rng, size)
-        split = "Tr" if i < n_train else "Ts"
-        case = f"synth_{i:03d}"
-        Image.fromarray(image).save(folder / f"images{split}" / f"{case}_0000.png")
-        Image.fromarray(label).save(folder / f"labels{split}" / f"{case}.png")
-    write_dataset_json(folder, channel_names={"0": "gray"}, labels={"background": 0, "disc": 1, "square": 2},
-                       num_training=n_train, file_ending=".png", name=name,
-                       description="synthetic discs and squares written by nnunetv2-mednext")
-    return folder
+    with new_dataset(Path(raw_root), dataset_id, name, overwrite) as stage:
+        for i in range(n_train + n_test):
+            image, label = _shapes_2d(rng, size)
+            split = "Tr" if i < n_train else "Ts"
+            case = f"synth_{i:03d}"
+            Image.fromarray(image).save(stage.path / f"images{split}" / f"{case}_0000.png")
+            Image.fromarray(label).save(stage.path / f"labels{split}" / f"{case}.png")
+        write_dataset_json(stage.path, channel_names={"0": "gray"}, labels={"background": 0, "disc": 1, "square": 2},
+                           num_training=n_train, file_ending=".png", name=name,
+                           description="synthetic discs and squares written by nnunetv2-mednext")
+    return stage.final
 
 
 def make_synthetic_3d(
@@ -50,8 +50,16 @@ def make_synthetic_3d(
     spacing: tuple[float, float, float] = (2.0, 1.0, 1.0), seed: int = 0, overwrite: bool = False, name: str = "MedNeXtSynth3D",
 ) -> Path:
     """Write a 3D NIfTI dataset (ball = 1, box = 2; anisotropic spacing given z, y, x); returns its folder."""
-    folder = prepare_dataset_folder(Path(raw_root), dataset_id, name, overwrite)
     rng = np.random.default_rng(seed)
+    with new_dataset(Path(raw_root), dataset_id, name, overwrite) as stage:
+        _write_3d_cases(stage.path, rng, n_train, n_test, shape, spacing)
+        write_dataset_json(stage.path, channel_names={"0": "MRI"}, labels={"background": 0, "ball": 1, "box": 2},
+                           num_training=n_train, name=name)
+    return stage.final
+
+
+def _write_3d_cases(folder: Path, rng: np.random.Generator, n_train: int, n_test: int, shape: tuple[int, int, int],
+                    spacing: tuple[float, float, float]) -> None:
     zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
     for i in range(n_train + n_test):
         label = np.zeros(shape, np.uint8)
@@ -68,6 +76,3 @@ def make_synthetic_3d(
         case = f"synth_{i:03d}"
         write_image(folder / f"images{split}" / f"{case}_0000.nii.gz", image, spacing)
         write_label(folder / f"labels{split}" / f"{case}.nii.gz", label, spacing)
-    write_dataset_json(folder, channel_names={"0": "MRI"}, labels={"background": 0, "ball": 1, "box": 2},
-                       num_training=n_train, name=name)
-    return folder

@@ -1,9 +1,60 @@
-"""Test-session settings: one intra-op thread everywhere (subprocess trainings included).
+"""Test-session settings and helpers shared by several test modules.
 
-nnU-Net's ``-device cpu`` uses every core; on a shared 2-core machine OpenMP spin-waiting then slows CPU runs down
-by an order of magnitude. The MedNeXt trainers honour ``OMP_NUM_THREADS`` (``trainers/threads.py``).
+One intra-op thread everywhere (subprocess trainings included): nnU-Net's ``-device cpu`` uses every core, and on a
+shared 2-core machine OpenMP spin-waiting slows CPU runs down by an order of magnitude. The MedNeXt trainers honour
+``OMP_NUM_THREADS`` (``trainers/threads.py``).
 """
 
-import os
+from __future__ import annotations
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import os
+import shlex
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+#: one wording for every skip that needs the project's shared data folder
+SHARED = Path(os.environ.get("NNUNETV2_MEDNEXT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+
+
+def shared_data_skip_reason(path: Path) -> str:
+    return f"real data not present: {path} (set NNUNETV2_MEDNEXT_SHARED to the folder holding data/)"
+
+
+def _can_confine() -> str | None:
+    """``None`` when private mount namespaces work here (root + util-linux unshare), else why not."""
+    try:
+        proc = subprocess.run(["unshare", "-m", "true"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unshare not usable: {e}"
+    return None if proc.returncode == 0 else f"unshare -m refused: {proc.stderr.strip()[:200]}"
+
+
+@pytest.fixture(scope="session")
+def confined() -> Callable[..., subprocess.CompletedProcess]:
+    """Run a command in a private mount namespace where ``folder`` is read-only (``mode="ro"``) or a tiny tmpfs
+    (``mode="full"``, ``size`` bytes: a disk that fills up). Root ignores permission bits, so this is how a test
+    meets a read-only or full disk; the mounts vanish with the command. Prints ``ls -a folder`` after it."""
+    reason = _can_confine()
+    if reason:
+        pytest.skip(reason)
+
+    def run(cmd: Sequence[str], folder: Path, mode: str = "ro", size: int = 65536, env: dict | None = None,
+            timeout: int = 600) -> subprocess.CompletedProcess:
+        folder.mkdir(parents=True, exist_ok=True)
+        q = shlex.quote(str(folder))
+        if mode == "ro":
+            setup = f"mount --bind {q} {q} && mount -o remount,ro,bind {q}"
+        else:
+            setup = f"mount -t tmpfs -o size={int(size)} tmpfs {q}"
+        script = f'{setup} && "$@"; rc=$?; echo "LS: $(ls -A {q} | tr "\\n" " ")"; exit $rc'
+        return subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *map(str, cmd)], capture_output=True,
+                              text=True, env=env, timeout=timeout)
+
+    return run

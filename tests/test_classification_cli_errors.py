@@ -70,7 +70,7 @@ def test_other_mistakes(data: Path, tmp_path: Path):
                            "checkpoint", "does not exist")
     not_ckpt = tmp_path / "fake.pt"
     not_ckpt.write_bytes(b"0123456789")
-    _assert_one_line_error(classify("predict", data, "-m", not_ckpt, "-o", tmp_path / "p.csv"), "cannot load checkpoint")
+    _assert_one_line_error(classify("predict", data, "-m", not_ckpt, "-o", tmp_path / "p.csv"), "is corrupt or not a PyTorch file")
     _assert_one_line_error(classify("train", data, "-o", tmp_path / "r", "--model", "vgg99"), "unknown classifier")
     _assert_one_line_error(classify("convert", "msld", tmp_path, "-o", tmp_path / "c"), "Original Images")
     _assert_one_line_error(classify("split", data, "-o", tmp_path / "s"), "class 'circle' has only 3 images")

@@ -105,9 +105,18 @@ def test_splits_are_saved_reused_and_seeded(leaky: Path, tmp_path: Path):
     a = prepare(leaky / "data.csv", tmp_path / "a", n_folds=3, seed=1, console=Console(quiet=True))
     b = prepare(leaky / "data.csv", tmp_path / "b", n_folds=3, seed=1, console=Console(quiet=True))
     assert a.splits["folds"] == b.splits["folds"]  # fixed seed, same folds
-    (tmp_path / "a" / "splits.json").write_text(json.dumps({"folds": [b.splits["folds"][0]]}))
     again = prepare(leaky / "data.csv", tmp_path / "a", n_folds=3, seed=1, console=Console(quiet=True))
-    assert again.splits["n_folds"] == 1  # the saved file wins over regeneration
+    assert again.splits["folds"] == a.splits["folds"]  # same options: the saved file is reused
+    (tmp_path / "a" / "splits.json").write_text(json.dumps({"folds": [b.splits["folds"][0]]}))
+    reused = prepare(leaky / "data.csv", tmp_path / "a", console=Console(quiet=True))
+    assert reused.splits["n_folds"] == 1  # no split option given: the saved file is reused as it is
+    # an explicit option that disagrees with the saved split is refused, and nothing in the folder changes
+    before = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()}
+    with pytest.raises(MedNeXtUserError, match=r"splits.json was made with --folds 1, this call asks for --folds 3"):
+        prepare(leaky / "data.csv", tmp_path / "a", n_folds=3, console=Console(quiet=True))
+    with pytest.raises(MedNeXtUserError, match="--seed"):
+        prepare(leaky / "data.csv", tmp_path / "b", seed=2, console=Console(quiet=True))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()} == before
 
 
 def test_holdout_and_drop_duplicates(leaky: Path, tmp_path: Path):

@@ -22,23 +22,48 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def save(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any], **state: Any) -> None:
-    """Atomic write of ``{"format", "meta", "state_dict", **state}``."""
+    """Atomic write of ``{"format", "meta", "state_dict", **state}``; a failed write leaves no partial file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     sd = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
-    torch.save({"format": FORMAT, "meta": meta, "state_dict": sd, **state}, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save({"format": FORMAT, "meta": meta, "state_dict": sd, **state}, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as RuntimeError("... basic_ios::clear ...")
+        tmp.unlink(missing_ok=True)
+        raise MedNeXtUserError(_write_failure(path, e)) from None
+
+
+def _write_failure(path: Path, exc: BaseException) -> str:
+    import shutil
+
+    from nnunetv2_mednext.fsutil import os_error_message
+
+    if isinstance(exc, OSError) and (message := os_error_message(exc, path)):
+        return message
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < (1 << 20):
+        return f"cannot write checkpoint {path}: the disk is full ({free} bytes free); fix: free some space, then --resume"
+    reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+    return f"cannot write checkpoint {path} ({reason}); fix: check the folder's free space and permissions, then --resume"
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise MedNeXtUserError(f"checkpoint {str(path)!r} does not exist; fix: pass a checkpoint_*.pt from a training run")
+    retrain = ("fix: re-copy it from where it was made, or re-create it with `classify train ... --resume` "
+               "(an interrupted write leaves such files)")
+    if path.stat().st_size == 0:
+        raise MedNeXtUserError(f"checkpoint {str(path)!r} is empty (0 bytes); {retrain}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any unpickling problem means a bad file
-        reason = " ".join(str(e).split())[:200]
-        raise MedNeXtUserError(f"cannot load checkpoint {str(path)!r} ({reason}); fix: pass a checkpoint_*.pt file") from None
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise MedNeXtUserError(f"checkpoint {str(path)!r} is corrupt or not a PyTorch file ({reason}); {retrain}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise MedNeXtUserError(
             f"{str(path)!r} is not a classification checkpoint of nnunetv2-mednext; fix: pass fold_K/checkpoint_final.pt"

@@ -175,11 +175,11 @@ def load_or_compute(
 
 def save_json(obj: dict, path: str | os.PathLike) -> None:
     """Write JSON atomically (temporary file, then rename)."""
+    from nnunetv2_mednext.fsutil import atomic_write_text, ensure_writable
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=False))
-    os.replace(tmp, path)
+    ensure_writable(path.parent)
+    atomic_write_text(path, json.dumps(obj, indent=1, allow_nan=False))
 
 
 def describe(fp: dict) -> list[str]:

@@ -59,6 +59,9 @@ def _read_pil(path: str) -> np.ndarray:
 def _read_itk(path: str) -> np.ndarray:
     import SimpleITK
 
+    from nnunetv2_mednext.image_io import check_complete
+
+    check_complete(path)
     try:
         img = SimpleITK.ReadImage(path)
     except RuntimeError as e:

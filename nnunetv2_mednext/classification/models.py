@@ -28,7 +28,7 @@ def build_classifier(name: str, in_chans: int, num_classes: int, **kwargs: Any) 
         raise MedNeXtUserError(f"unknown classifier {name!r}; fix: use one of {', '.join(available_models())}")
     try:
         return create_model(name, in_chans=in_chans, num_classes=num_classes, **kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise MedNeXtUserError(f"bad --model-kwargs for {name} ({e}); fix: see MedNeXtClassifier's arguments") from None
 
 
@@ -37,13 +37,21 @@ def _resnet(name: str, in_chans: int, num_classes: int, **kwargs: Any) -> nn.Mod
 
     try:
         model = getattr(torchvision.models, name)(weights=None, num_classes=num_classes, **kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise MedNeXtUserError(f"bad --model-kwargs for {name} ({e}); fix: see torchvision's ResNet arguments") from None
     if in_chans != 3:
         old = model.conv1
         model.conv1 = nn.Conv2d(in_chans, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
         nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     return model
+
+
+def check_buildable(name: str, **kwargs: Any) -> None:
+    """Build the network once on the meta device (no memory, no time): bad names or kwargs fail before any work."""
+    import torch
+
+    with torch.device("meta"):
+        build_classifier(name, 3, 2, **kwargs)
 
 
 def count_parameters(model: nn.Module) -> int:

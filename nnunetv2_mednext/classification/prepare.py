@@ -37,13 +37,46 @@ def existing_run(out_dir: Path) -> list[str]:
     return found
 
 
+DEFAULT_FOLDS, DEFAULT_SEED, DEFAULT_SPLIT = 5, 12345, "cv"
+
+
+def _check_reused_splits(splits: dict, path: Path, n_folds: int | None, seed: int | None, split_mode: str | None) -> None:
+    """An existing ``splits.json`` is reused only when every split option given explicitly agrees with it."""
+    method = str(splits.get("method", ""))
+    stored_mode = "holdout" if "hold-out" in method else ("cv" if "k-fold" in method else None)
+    wanted = {"--folds": (n_folds, splits.get("n_folds")), "--seed": (seed, splits.get("seed")),
+              "--split": (split_mode, stored_mode)}
+    for flag, (given, stored) in wanted.items():
+        if given is not None and stored is not None and given != stored:
+            raise MedNeXtUserError(
+                f"{path} was made with {flag} {stored}, this call asks for {flag} {given}; fix: train into a new -o "
+                f"(the folds of a run must come from one split), or drop {flag} to reuse the existing split"
+            )
+
+
+def check_run_data(out: Path, signature: str) -> None:
+    """Refuse to mix data: a run folder whose ``config.json`` was written for other images stays theirs."""
+    path = out / "config.json"
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text()).get("data_signature")
+    except (OSError, ValueError):
+        return
+    if old and old != signature:
+        raise MedNeXtUserError(
+            f"{out} holds a run on other data (the images or labels differ from those it was trained on); fix: train "
+            "this dataset into a new -o"
+        )
+
+
 def prepare(
     data: str | os.PathLike | DatasetIndex,
     out_dir: str | os.PathLike | None,
     *,
-    n_folds: int = 5,
-    seed: int = 12345,
-    split_mode: str = "cv",
+    n_folds: int | None = None,
+    seed: int | None = None,
+    split_mode: str | None = None,
     splits_file: str | os.PathLike | None = None,
     near_threshold: int = fpmod.DEFAULT_NEAR_THRESHOLD,
     duplicates: str = "group",
@@ -54,20 +87,24 @@ def prepare(
 
     ``duplicates``: ``group`` keeps every image and keeps duplicates in one fold; ``drop`` keeps one image of each
     exact-duplicate group and drops groups whose labels disagree (near duplicates stay grouped either way).
-    ``split_mode``: ``cv`` (stratified group k-fold) or ``holdout`` (70/10/20). An existing ``out_dir/splits.json``
-    is reused; ``splits_file`` (a user file) wins over both and is copied there.
+    ``split_mode``: ``cv`` (stratified group k-fold, ``n_folds`` default 5) or ``holdout`` (70/10/20); ``seed``
+    default 12345. An existing ``out_dir/splits.json`` is reused when the options given (not ``None``) agree with
+    it, else refused; ``splits_file`` (a user file) wins and is copied there. Nothing is written before every check
+    has passed, and a run folder never changes data (``config.json`` records the data's signature).
     """
     console = console or Console()
     if duplicates not in ("group", "drop"):
         raise MedNeXtUserError(f"--duplicates must be group or drop (got {duplicates!r}); fix: change the option")
-    if split_mode not in ("cv", "holdout"):
+    if split_mode not in (None, "cv", "holdout"):
         raise MedNeXtUserError(f"--split must be cv or holdout (got {split_mode!r}); fix: change the option")
     index = data if isinstance(data, DatasetIndex) else discover(data)
     out = Path(out_dir) if out_dir is not None else None
     write = write and console.main and out is not None
     fp_path = out / "fingerprint.json" if out is not None else None
     fp, reused = fpmod.load_or_compute(index, fp_path, near_threshold, progress=console.progress_disabled() is None,
-                                       write=write)
+                                       write=False)
+    if out is not None:
+        check_run_data(out, fp["signature"])
     console.info(f"fingerprint{' (cached)' if reused else ''}:")
     for line in fpmod.describe(fp):
         console.info("  " + line)
@@ -84,22 +121,22 @@ def prepare(
             counts = index.class_counts()
             if sum(v > 0 for v in counts.values()) < 2:
                 raise MedNeXtUserError("fewer than 2 classes left after dropping duplicates; fix: --duplicates group")
-        if write:
-            fpmod.save_json({"dropped": dropped}, out / "dropped_duplicates.json")
 
     comps = leakage_components(index, fp, use_near=True)
     splits_path = out / "splits.json" if out is not None else None
+    save_splits = False
     if splits_file is not None:
         splits = spmod.load_splits(splits_file, index)
         console.info(f"splits: {splits['n_folds']} folds from {splits_file}")
-        if write and (splits_path is None or Path(splits_file).resolve() != splits_path.resolve()):
-            spmod.save_splits({k: v for k, v in splits.items() if not k.startswith("_")}, splits_path)
+        save_splits = splits_path is None or Path(splits_file).resolve() != splits_path.resolve()
     elif splits_path is not None and splits_path.is_file():
         splits = spmod.load_splits(splits_path, index)
+        _check_reused_splits(splits, splits_path, n_folds, seed, split_mode)
         console.info(f"splits: reusing {splits_path} ({splits['n_folds']} folds)")
     else:
-        if split_mode == "cv":
-            splits = spmod.make_cv_splits(index, comps, n_folds, seed)
+        seed = DEFAULT_SEED if seed is None else seed
+        if (split_mode or DEFAULT_SPLIT) == "cv":
+            splits = spmod.make_cv_splits(index, comps, DEFAULT_FOLDS if n_folds is None else n_folds, seed)
         else:
             splits = spmod.make_holdout_split(index, comps, seed=seed)
         splits["grouped_by"] = (["patient column"] if index.has_groups else []) + [
@@ -108,10 +145,16 @@ def prepare(
             if fp["duplicates"]["near_threshold"] >= 0 else "near duplicates: off",
         ]
         splits = spmod.attach_positions(splits, index)
-        if write:
-            spmod.save_splits({k: v for k, v in splits.items() if not k.startswith("_")}, splits_path)
+        save_splits = True
         console.info(f"splits: {splits['method']}, {splits['n_folds']} fold(s), seed {seed}, grouped by "
                      + ", ".join(splits["grouped_by"]))
+    if write:  # every check passed: now the run folder may change
+        if not reused:
+            fpmod.save_json(fp, fp_path)
+        if duplicates == "drop":
+            fpmod.save_json({"dropped": dropped}, out / "dropped_duplicates.json")
+        if save_splits:
+            spmod.save_splits({k: v for k, v in splits.items() if not k.startswith("_")}, splits_path)
     for w in spmod.leak_report(splits, index, comps) + spmod.coverage_report(splits, index):
         console.warn(w)
     for w in spmod.largest_group_report(index, comps, splits["n_folds"]):

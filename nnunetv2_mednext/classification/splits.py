@@ -27,12 +27,19 @@ def _fold_ids(index: DatasetIndex, **parts: np.ndarray) -> dict[str, list[str]]:
     return {k: sorted(ids[i] for i in v) for k, v in parts.items()}
 
 
+def _fewer_folds_hint(n_possible: int) -> str:
+    """The fix for too little data: fewer CV folds when at least 2 are possible, else more data."""
+    if n_possible >= 2:
+        return f"use --split cv --folds {n_possible} (or fewer, at least 2), or add data"
+    return "add data: cross-validation needs at least 2 independent images per class"
+
+
 def _check_enough_groups(index: DatasetIndex, comps: np.ndarray, n_splits: int, what: str) -> None:
     n_groups = len(np.unique(comps))
     if n_groups < n_splits:
         raise MedNeXtUserError(
             f"only {n_groups} independent groups (patients / duplicate clusters) in {len(index)} images, too few for "
-            f"{what}; fix: use fewer folds (--folds), add data, or loosen duplicate grouping (--near-dup-threshold -1)"
+            f"{what}; fix: {_fewer_folds_hint(n_groups)}, or loosen duplicate grouping (--near-dup-threshold -1)"
         )
 
 
@@ -40,10 +47,11 @@ def _check_class_sizes(index: DatasetIndex, n_splits: int, what: str) -> None:
     small = {c: n for c, n in index.class_counts().items() if 0 < n < n_splits}
     if small:
         c, n = min(small.items(), key=lambda kv: kv[1])
-        raise MedNeXtUserError(
-            f"class {c!r} has only {n} images, fewer than the {n_splits} parts of {what}; fix: use --folds {n} or "
-            "fewer, or add images"
-        )
+        if n < 2:
+            fix = f"add images of {c!r} (every class needs one image to train on and one to evaluate), or remove it"
+        else:
+            fix = _fewer_folds_hint(n)
+        raise MedNeXtUserError(f"class {c!r} has only {n} image{'s' if n > 1 else ''}, fewer than the {n_splits} parts of {what}; fix: {fix}")
 
 
 def _sgkf(labels: np.ndarray, comps: np.ndarray, n_splits: int, seed: int) -> list[np.ndarray]:
@@ -58,7 +66,10 @@ def _sgkf(labels: np.ndarray, comps: np.ndarray, n_splits: int, seed: int) -> li
 def make_cv_splits(index: DatasetIndex, comps: np.ndarray, n_folds: int = 5, seed: int = 12345) -> dict:
     """Stratified group k-fold: every leakage group lies in exactly one validation fold."""
     if n_folds < 2:
-        raise MedNeXtUserError(f"--folds must be >= 2 for cross-validation (got {n_folds}); fix: use --split holdout")
+        raise MedNeXtUserError(
+            f"--folds must be >= 2 for cross-validation (got {n_folds}); fix: --folds 2 or more, or --split holdout "
+            "(one 70/10/20 train/val/test split; needs >= 10 images per class)"
+        )
     _check_enough_groups(index, comps, n_folds, f"{n_folds} folds")
     _check_class_sizes(index, n_folds, f"{n_folds}-fold cross-validation")
     vals = _sgkf(index.labels(), comps, n_folds, seed)
@@ -142,7 +153,7 @@ def load_splits(path: str | os.PathLike, index: DatasetIndex) -> dict:
     if unknown:
         raise MedNeXtUserError(
             f"split file {str(path)!r} names {len(unknown)} images that are not in the dataset, first {unknown[0]!r}; "
-            "fix: regenerate the splits (delete the file) or use the dataset the splits were made for"
+            "fix: pass the split file made for this dataset (a run folder's splits.json belongs to the data it was made for: train other data into a new -o)"
         )
     out = dict(raw) if isinstance(raw, dict) else {"format": FORMAT, "method": "user", "folds": folds}
     out["n_folds"] = len(folds)

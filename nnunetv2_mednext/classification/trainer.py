@@ -343,6 +343,24 @@ def write_predictions(path: str | os.PathLike, paths: Sequence[str], probs: np.n
             w.writerow(row + [f"{v:.8f}" for v in pr])
 
 
+def splits_digest(splits: dict) -> str:
+    """Fingerprint of the folds themselves (ids per part), so a resumed run never mixes two splits."""
+    import hashlib
+
+    folds = [{part: sorted(f[part]) for part in sorted(f)} for f in splits["folds"]]
+    return hashlib.sha1(json.dumps(folds, sort_keys=True).encode()).hexdigest()
+
+
+def check_same_splits(out_dir: Path, digest: str) -> None:
+    """Folds already trained in ``out_dir`` must come from the same split as the ones about to be trained."""
+    path = out_dir / "config.json"
+    if path.is_file() and json.loads(path.read_text()).get("splits_digest") not in (None, digest):
+        raise MedNeXtUserError(
+            f"{str(out_dir)!r} holds folds trained on another split (its splits.json changed since); fix: train into "
+            "a new -o (folds of two splits cannot be averaged)"
+        )
+
+
 def check_resume_config(out_dir: Path, config: TrainConfig, class_names: list[str]) -> None:
     path = out_dir / "config.json"
     if not path.is_file():
@@ -384,8 +402,11 @@ def train_folds(
         bad = [f for f in folds if not 0 <= f < n]
         if bad:
             raise MedNeXtUserError(f"fold {bad[0]} does not exist ({n} folds in the split); fix: --fold 0..{n - 1}")
+        existing = existing_run(out)
+        if existing:
+            check_same_splits(out, splits_digest(prepared.splits))
         if not resume:
-            done = [d for d in existing_run(out) if int(d.split("_")[1]) in folds]
+            done = [d for d in existing if int(d.split("_")[1]) in folds]
             if done:
                 raise MedNeXtUserError(
                     f"{str(out)!r} already holds a run ({', '.join(done)}); fix: --resume to continue it, or another --out"
@@ -396,7 +417,8 @@ def train_folds(
         if ctx.main:
             out.mkdir(parents=True, exist_ok=True)
             save_json({"config": config.to_dict(), "class_names": meta["class_names"], "meta": meta,
-                       "world_size": ctx.world, "folds": folds}, out / "config.json")
+                       "world_size": ctx.world, "folds": folds, "data_signature": prepared.fingerprint["signature"],
+                       "splits_digest": splits_digest(prepared.splits)}, out / "config.json")
         needed = sorted({p for f in folds for part in prepared.splits["_positions"][f].values() for p in part})
         cache = _SubsetCache(prepared.index, needed, config, meta, console)
         trainer = FoldTrainer(prepared, cache, config, meta, out, ctx, console)

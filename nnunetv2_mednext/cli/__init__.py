@@ -53,6 +53,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MedNeXtUserError as e:
         print(f"nnunetv2-mednext {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # unwritable output, read-only file system, full disk: one line, never a traceback
+        from nnunetv2_mednext.fsutil import os_error_message
+
+        message = os_error_message(e)
+        if message is None:
+            raise
+        print(f"nnunetv2-mednext {args.command}: error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -34,11 +34,12 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 
 
 def _split_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--folds", type=int, default=5, help="number of CV folds (default 5)")
-    p.add_argument("--split", choices=("cv", "holdout"), default="cv",
+    p.add_argument("--folds", type=int, default=None,
+                   help="number of CV folds (default 5, or what an existing OUT/splits.json holds)")
+    p.add_argument("--split", choices=("cv", "holdout"), default=None,
                    help="cv: stratified group k-fold (default); holdout: one 70/10/20 train/val/test split")
     p.add_argument("--splits", metavar="FILE", help="use this split file (ours or nnU-Net's splits_final.json)")
-    p.add_argument("--seed", type=int, default=12345, help="seed of splits and training (default 12345)")
+    p.add_argument("--seed", type=int, default=None, help="seed of splits and training (default 12345)")
     p.add_argument("--duplicates", choices=("group", "drop"), default="group",
                    help="group: keep duplicates in one fold (default); drop: keep one copy of exact duplicates and "
                         "drop those with conflicting labels")
@@ -180,10 +181,11 @@ def _split(args: argparse.Namespace) -> int:
     from nnunetv2_mednext.classification.prepare import prepare
 
     con = Console()
-    data, layout_splits, _ = _resolve_data(args, args.out, con)
-    prepare(data, args.out, n_folds=args.folds, seed=args.seed, split_mode=args.split,
-            splits_file=args.splits or layout_splits, near_threshold=_near(args), duplicates=args.duplicates,
-            console=con)
+    with _run_lock(args.out, "split folder"):
+        data, layout_splits, _ = _resolve_data(args, args.out, con)
+        prepare(data, args.out, n_folds=args.folds, seed=args.seed, split_mode=args.split,
+                splits_file=args.splits or layout_splits, near_threshold=_near(args), duplicates=args.duplicates,
+                console=con)
     print(f"wrote {args.out}/splits.json")
     return 0
 
@@ -191,7 +193,7 @@ def _split(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from nnunetv2_mednext.classification.config import TrainConfig
     from nnunetv2_mednext.classification.console import Console
-    from nnunetv2_mednext.classification.prepare import prepare
+    from nnunetv2_mednext.classification.prepare import DEFAULT_SEED, prepare
     from nnunetv2_mednext.errors import MedNeXtUserError
 
     try:
@@ -204,25 +206,43 @@ def _train(args: argparse.Namespace) -> int:
         model=args.model, model_kwargs=model_kwargs, input_size=args.input_size, channels=args.channels,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, balance=args.balance,
-        augment=args.augment, color_jitter=args.color_jitter, grad_clip=args.grad_clip, seed=args.seed,
+        augment=args.augment, color_jitter=args.color_jitter, grad_clip=args.grad_clip,
+        seed=DEFAULT_SEED if args.seed is None else args.seed,
         workers=args.workers, device=args.device, amp=args.amp, channels_last=args.channels_last,
         val_every=args.val_every, report_checkpoint=args.report_checkpoint, cache_images=args.cache_images,
         quiet=args.quiet,
     ).validate()
-    from nnunetv2_mednext.classification.models import available_models
+    from nnunetv2_mednext.classification.models import available_models, check_buildable
 
     if config.model not in available_models():
         raise MedNeXtUserError(f"unknown classifier {config.model!r}; fix: use one of {', '.join(available_models())}")
+    check_buildable(config.model, **config.model_kwargs)
     con = Console(quiet=args.quiet)
-    data, layout_splits, _ = _resolve_data(args, args.out, con)
-    # everything that can fail on the data happens here, before any training starts
-    prepared = prepare(data, args.out, n_folds=args.folds, seed=args.seed, split_mode=args.split,
-                       splits_file=args.splits or layout_splits, near_threshold=_near(args),
-                       duplicates=args.duplicates, console=con)
-    from nnunetv2_mednext.classification.trainer import train_folds
+    with _run_lock(args.out, "classification run"):
+        data, layout_splits, _ = _resolve_data(args, args.out, con)
+        # everything that can fail on the data happens here, before any training starts (and before any write)
+        prepared = prepare(data, args.out, n_folds=args.folds, seed=args.seed, split_mode=args.split,
+                           splits_file=args.splits or layout_splits, near_threshold=_near(args),
+                           duplicates=args.duplicates, console=con)
+        if args.seed is None:  # the seed the reused split was made with
+            config.seed = int(prepared.splits.get("seed", DEFAULT_SEED))
+        from nnunetv2_mednext.classification.trainer import train_folds
 
-    train_folds(prepared, args.out, config, folds=args.fold, resume=args.resume, console=con)
+        train_folds(prepared, args.out, config, folds=args.fold, resume=args.resume, console=con)
     return 0
+
+
+def _run_lock(out: str, what: str):  # type: ignore[no-untyped-def]
+    """Exclusive lock on the output folder (one writer per run); under torchrun only rank 0 takes it."""
+    import contextlib
+    import os
+
+    from nnunetv2_mednext.fsutil import ensure_writable, exclusive_lock
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    ensure_writable(out, "output folder")
+    return exclusive_lock(out, what)
 
 
 def _predict(args: argparse.Namespace) -> int:

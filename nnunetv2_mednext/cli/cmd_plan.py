@@ -51,14 +51,16 @@ def install_planner_lookup() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nnunetv2_mednext.dataset_check import check_raw_dataset
     from nnunetv2_mednext.nnunet_env import find_dataset, require_env
 
-    require_env()
-    for d in args.d:
-        find_dataset(d)
+    env = require_env()
+    full = "--verify_dataset_integrity" in getattr(args, "extra", [])
+    check_planner_names(args.pl)
+    for d in args.d:  # nnU-Net fails deep inside (or reads on) on these; name the file and the fix first
+        check_raw_dataset(env["nnUNet_raw"] / find_dataset(d), full=full)
     from nnunetv2.experiment_planning.plan_and_preprocess_entrypoints import plan_and_preprocess_entry
 
-    check_planner_names(args.pl)
     install_planner_lookup()
     old = sys.argv
     try:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunetv2_mednext.errors import MedNeXtUserError
+from nnunetv2_mednext.image_io import read_image
 
 from . import common
 from .synapse import ConversionResult
@@ -169,42 +170,44 @@ def convert_acdc(
     if not any(split_of(p) != "test" for p, _ in wanted):
         raise MedNeXtUserError(f"no training volume of the protocol found under {src}; fix: check the source folder")
 
-    folder = common.prepare_dataset_folder(common.raw_root(out_root), dataset_id, name, overwrite)
-    geometry = "from the NIfTI headers" if layout == "raw" else f"nominal {list(spacing or NOMINAL_SPACING)} (z, y, x mm)"
-    train, test, fold_train, fold_val = [], [], [], []
-    for patient, phase in wanted:
-        case_id = f"patient{patient:03d}_{phase}"
-        is_test = split_of(patient) == "test"
-        if layout == "raw":
-            import SimpleITK as sitk
+    with common.new_dataset(common.raw_root(out_root), dataset_id, name, overwrite, sources=(src,)) as stage:
+        folder = stage.path
+        geometry = "from the NIfTI headers" if layout == "raw" else f"nominal {list(spacing or NOMINAL_SPACING)} (z, y, x mm)"
+        train, test, fold_train, fold_val = [], [], [], []
+        for patient, phase in wanted:
+            case_id = f"patient{patient:03d}_{phase}"
+            is_test = split_of(patient) == "test"
+            if layout == "raw":
+                import SimpleITK as sitk
 
-            img_file, gt_file = sources[(patient, phase)]
-            reference = sitk.ReadImage(str(img_file))
-            label = sitk.GetArrayFromImage(sitk.ReadImage(str(gt_file)))
-            common.check_label_values(case_id, label, range(4), "ACDC labels are 0 background, 1 RV, 2 MYO, 3 LV")
-            common.write_file_case(folder, case_id, is_test, img_file, label, reference)
-        else:
-            image, label = _read_h5(sources[(patient, phase)])
-            common.check_label_values(case_id, label, range(4), "ACDC labels are 0 background, 1 RV, 2 MYO, 3 LV")
-            common.write_array_case(folder, case_id, is_test, image, label, spacing or NOMINAL_SPACING)
-        if is_test:
-            test.append(case_id)
-        else:
-            train.append(case_id)
-            (fold_val if split_of(patient) == "val" else fold_train).append(case_id)
-        log(f"  {case_id} ({split_of(patient)}) -> {'imagesTs' if is_test else 'imagesTr'}")
+                img_file, gt_file = sources[(patient, phase)]
+                reference = read_image(str(img_file))
+                label = sitk.GetArrayFromImage(read_image(str(gt_file)))
+                common.check_label_values(case_id, label, range(4), "ACDC labels are 0 background, 1 RV, 2 MYO, 3 LV")
+                common.write_file_case(folder, case_id, is_test, img_file, label, reference)
+            else:
+                image, label = _read_h5(sources[(patient, phase)])
+                common.check_label_values(case_id, label, range(4), "ACDC labels are 0 background, 1 RV, 2 MYO, 3 LV")
+                common.write_array_case(folder, case_id, is_test, image, label, spacing or NOMINAL_SPACING)
+            if is_test:
+                test.append(case_id)
+            else:
+                train.append(case_id)
+                (fold_val if split_of(patient) == "val" else fold_train).append(case_id)
+            log(f"  {case_id} ({split_of(patient)}) -> {'imagesTs' if is_test else 'imagesTr'}")
 
-    common.write_dataset_json(
-        folder, channel_names={"0": "cineMRI"}, labels=dict(LABELS), num_training=len(train), numTest=len(test),
-        name=folder.name, description="ACDC cine-MRI, ED and ES frames; TransUNet 70/10/20 patient split",
-        reference="Bernard et al., IEEE TMI 37(11):2514-2525, 2018, doi:10.1109/TMI.2018.2837502",
-        licence="research and non-commercial use (mirrors: CC BY-NC-SA 4.0); do not redistribute",
-        conversion={
-            "tool": "nnunetv2-mednext convert acdc", "source": str(src), "source_layout": layout,
-            "protocol": "transunet_70_10_20", "spacing": geometry,
-            "train": fold_train, "val": fold_val, "test": test, "missing": missing,
-        },
-    )
+        common.write_dataset_json(
+            folder, channel_names={"0": "cineMRI"}, labels=dict(LABELS), num_training=len(train), numTest=len(test),
+            name=stage.final.name, description="ACDC cine-MRI, ED and ES frames; TransUNet 70/10/20 patient split",
+            reference="Bernard et al., IEEE TMI 37(11):2514-2525, 2018, doi:10.1109/TMI.2018.2837502",
+            licence="research and non-commercial use (mirrors: CC BY-NC-SA 4.0); do not redistribute",
+            conversion={
+                "tool": "nnunetv2-mednext convert acdc", "source": str(src), "source_layout": layout,
+                "protocol": "transunet_70_10_20", "spacing": geometry,
+                "train": fold_train, "val": fold_val, "test": test, "missing": missing,
+            },
+        )
+    folder = stage.final
     splits_file = None
     if write_splits:
         if not fold_val:

@@ -6,17 +6,19 @@ SimpleITK wants ``(x, y, z)``, which the helpers take care of.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from nnunetv2_mednext.errors import MedNeXtUserError
+from nnunetv2_mednext.fsutil import StagedFolder, atomic_write_text, ensure_writable, exclusive_lock
 
 FILE_ENDING = ".nii.gz"
 SUBFOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
@@ -53,26 +55,30 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
     return f"Dataset{int(dataset_id):03d}_{name}"
 
 
-def prepare_dataset_folder(root: Path, dataset_id: int, name: str, overwrite: bool) -> Path:
-    """Create ``root/DatasetXXX_Name`` with the four sub-folders; refuse to touch an existing one unless ``overwrite``."""
+@contextlib.contextmanager
+def new_dataset(root: str | os.PathLike, dataset_id: int, name: str, overwrite: bool,
+                sources: Sequence[str | os.PathLike] = ()) -> Iterator[StagedFolder]:
+    """Write ``root/DatasetXXX_Name`` safely: locked, built in a staging folder, swapped in only when complete.
+
+    Yields the :class:`~nnunetv2_mednext.fsutil.StagedFolder`: write into ``.path`` (with the four sub-folders),
+    name things after ``.final``. An existing dataset is kept unless ``overwrite``, and is replaced only after the
+    new copy is complete; a source that overlaps the target is refused before anything is touched.
+    """
     folder_name = dataset_folder_name(dataset_id, name)
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise MedNeXtUserError(f"output root {root} is a file; fix: point --out at a folder")
-    root.mkdir(parents=True, exist_ok=True)
+    ensure_writable(root, "output root")
     clash = sorted(p.name for p in root.glob(f"Dataset{int(dataset_id):03d}_*") if p.name != folder_name)
     if clash:
         raise MedNeXtUserError(
             f"dataset id {dataset_id} is already used by {root / clash[0]}; fix: pass another --id or remove that folder"
         )
-    folder = root / folder_name
-    if folder.exists():
-        if not overwrite:
-            raise MedNeXtUserError(f"{folder} already exists; fix: pass --overwrite to replace it, or choose another --id")
-        shutil.rmtree(folder)
-    for sub in SUBFOLDERS:
-        (folder / sub).mkdir(parents=True)
-    return folder
+    stage = StagedFolder(root / folder_name, overwrite, tuple(sources), what="dataset folder")
+    with exclusive_lock(stage.final, "dataset folder"), stage:
+        for sub in SUBFOLDERS:
+            (stage.path / sub).mkdir()
+        yield stage
 
 
 def _to_sitk(array: np.ndarray, spacing: Sequence[float] | None, reference: Any = None) -> Any:
@@ -178,6 +184,6 @@ def write_splits(splits: list[dict[str, list[str]]], dataset_name: str, preproce
     text = json.dumps(splits, indent=2)
     if target.exists() and target.read_text() != text and not overwrite:
         raise MedNeXtUserError(f"{target} exists with other splits; fix: pass --overwrite to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text)
+    ensure_writable(target.parent, "preprocessed folder")
+    atomic_write_text(target, text)
     return target

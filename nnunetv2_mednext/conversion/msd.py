@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunetv2_mednext.errors import MedNeXtUserError
+from nnunetv2_mednext.image_io import read_image
 
 from . import common
 from .synapse import ConversionResult
@@ -75,7 +76,7 @@ def convert_msd(
         ids = ids[:max_cases]
     values: set[int] = set()
     for case in ids:
-        arr = sitk.GetArrayFromImage(sitk.ReadImage(str(src / "labelsTr" / f"{case}{common.FILE_ENDING}")))
+        arr = sitk.GetArrayFromImage(read_image(str(src / "labelsTr" / f"{case}{common.FILE_ENDING}")))
         if not np.all(np.equal(np.mod(arr, 1), 0)) or arr.min() < 0:
             raise MedNeXtUserError(f"{case}: label map holds non-integer or negative values; fix: check the label file")
         values |= {int(v) for v in np.unique(arr)}
@@ -84,18 +85,20 @@ def convert_msd(
         raise MedNeXtUserError(f"label values {sorted(values)} are not consecutive from 0; fix: relabel the masks")
     names, channel = _names_from_source(src, n_fg, labels)
 
-    folder = common.prepare_dataset_folder(common.raw_root(out_root), dataset_id, name, overwrite)
-    for case in ids:
-        img_path, lab_path = common.case_paths(folder, case, test=False)
-        shutil.copyfile(src / "imagesTr" / f"{case}{common.FILE_ENDING}", img_path)
-        # labels are re-written as uint8 (a few MSD files store them as float32)
-        ref = sitk.ReadImage(str(src / "labelsTr" / f"{case}{common.FILE_ENDING}"))
-        common.write_label(lab_path, sitk.GetArrayFromImage(ref).astype(np.uint8), reference=ref)
-    common.write_dataset_json(
-        folder, channel_names={"0": channel}, labels={"background": 0, **{n: k for k, n in enumerate(names, 1)}},
-        num_training=len(ids), name=folder.name,
-        conversion={"tool": "nnunetv2-mednext convert msd", "source": str(src), "cases": len(ids)},
-    )
+    with common.new_dataset(common.raw_root(out_root), dataset_id, name, overwrite, sources=(src,)) as stage:
+        folder = stage.path
+        for case in ids:
+            img_path, lab_path = common.case_paths(folder, case, test=False)
+            shutil.copyfile(src / "imagesTr" / f"{case}{common.FILE_ENDING}", img_path)
+            # labels are re-written as uint8 (a few MSD files store them as float32)
+            ref = read_image(str(src / "labelsTr" / f"{case}{common.FILE_ENDING}"))
+            common.write_label(lab_path, sitk.GetArrayFromImage(ref).astype(np.uint8), reference=ref)
+        common.write_dataset_json(
+            folder, channel_names={"0": channel}, labels={"background": 0, **{n: k for k, n in enumerate(names, 1)}},
+            num_training=len(ids), name=stage.final.name,
+            conversion={"tool": "nnunetv2-mednext convert msd", "source": str(src), "cases": len(ids)},
+        )
+    folder = stage.final
     splits_file = None
     if write_splits:
         splits_file = common.write_splits(common.five_fold_splits(ids), folder.name, preprocessed, overwrite)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunetv2_mednext.errors import MedNeXtUserError
+from nnunetv2_mednext.image_io import read_image
 
 from . import common
 
@@ -201,36 +202,38 @@ def convert_synapse(
     if not any(not t for _, t in plan):
         raise MedNeXtUserError(f"no training case of the protocol found under {src}; fix: check the source folder")
 
-    folder = common.prepare_dataset_folder(common.raw_root(out_root), dataset_id, name, overwrite)
-    geometry = "from the NIfTI headers" if layout == "raw" else f"nominal {list(spacing or NOMINAL_SPACING)} (z, y, x mm)"
-    train, test = [], []
-    for number, is_test in plan:
-        case = found[number]
-        case_id = f"case{number}"
-        if case.kind == "nifti":
-            import SimpleITK as sitk
+    with common.new_dataset(common.raw_root(out_root), dataset_id, name, overwrite, sources=(src,)) as stage:
+        folder = stage.path
+        geometry = "from the NIfTI headers" if layout == "raw" else f"nominal {list(spacing or NOMINAL_SPACING)} (z, y, x mm)"
+        train, test = [], []
+        for number, is_test in plan:
+            case = found[number]
+            case_id = f"case{number}"
+            if case.kind == "nifti":
+                import SimpleITK as sitk
 
-            reference = sitk.ReadImage(str(case.files[0]))
-            lab = sitk.GetArrayFromImage(sitk.ReadImage(str(case.files[1])))
-            common.write_file_case(folder, case_id, is_test, case.files[0], mapper(case_id, lab), reference)
-        else:
-            image, lab = _load_arrays(case)
-            common.write_array_case(folder, case_id, is_test, image, mapper(case_id, lab), spacing or NOMINAL_SPACING)
-        (test if is_test else train).append(case_id)
-        log(f"  {case_id} -> {'imagesTs' if is_test else 'imagesTr'}")
+                reference = read_image(str(case.files[0]))
+                lab = sitk.GetArrayFromImage(read_image(str(case.files[1])))
+                common.write_file_case(folder, case_id, is_test, case.files[0], mapper(case_id, lab), reference)
+            else:
+                image, lab = _load_arrays(case)
+                common.write_array_case(folder, case_id, is_test, image, mapper(case_id, lab), spacing or NOMINAL_SPACING)
+            (test if is_test else train).append(case_id)
+            log(f"  {case_id} -> {'imagesTs' if is_test else 'imagesTr'}")
 
-    channel = "CT" if layout == "raw" else "CT_clipped_scaled_0_1"  # "CT" selects nnU-Net's CT normalisation
-    common.write_dataset_json(
-        folder, channel_names={"0": channel}, labels=labels, num_training=len(train), numTest=len(test),
-        name=folder.name, description=f"Synapse/BTCV multi-organ CT, {organs} organs, protocol {protocol}",
-        reference="Landman et al., MICCAI 2015 Multi-Atlas Labeling Beyond the Cranial Vault (synapse.org syn3193805)",
-        licence="BTCV data-use agreement; research use only, do not redistribute",
-        conversion={
-            "tool": "nnunetv2-mednext convert synapse", "source": str(src), "source_layout": layout,
-            "source_labels": source_labels, "protocol": protocol, "spacing": geometry,
-            "train": train, "test": test, "missing": missing,
-        },
-    )
+        channel = "CT" if layout == "raw" else "CT_clipped_scaled_0_1"  # "CT" selects nnU-Net's CT normalisation
+        common.write_dataset_json(
+            folder, channel_names={"0": channel}, labels=labels, num_training=len(train), numTest=len(test),
+            name=stage.final.name, description=f"Synapse/BTCV multi-organ CT, {organs} organs, protocol {protocol}",
+            reference="Landman et al., MICCAI 2015 Multi-Atlas Labeling Beyond the Cranial Vault (synapse.org syn3193805)",
+            licence="BTCV data-use agreement; research use only, do not redistribute",
+            conversion={
+                "tool": "nnunetv2-mednext convert synapse", "source": str(src), "source_layout": layout,
+                "source_labels": source_labels, "protocol": protocol, "spacing": geometry,
+                "train": train, "test": test, "missing": missing,
+            },
+        )
+    folder = stage.final
     splits_file = None
     if write_splits:
         splits_file = common.write_splits(common.five_fold_splits(train), folder.name, preprocessed, overwrite)

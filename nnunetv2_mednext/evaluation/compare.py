@@ -163,6 +163,16 @@ def compare_models(dataset: str | int, models: list[str], *, folds: list[int] | 
             raise MedNeXtUserError(f"model {spec!r} is not Trainer__Plans__configuration; fix: e.g. "
                                    "nnUNetTrainer__nnUNetPlans__2d")
         model_dir = root / ds / spec
+        if not model_dir.is_dir():
+            import difflib
+
+            available = sorted(p.name for p in (root / ds).iterdir() if p.is_dir() and p.name.count("__") == 2)
+            close = difflib.get_close_matches(spec, available, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise MedNeXtUserError(
+                f"model {spec} does not exist in {root / ds}; {hint}fix: pass one of "
+                f"{', '.join(available) or '(none: train a model first)'}"
+            )
         dj = model_dir / "dataset.json"
         if dj.is_file() and not labels:
             labels = {str(v): k for k, v in json.loads(dj.read_text()).get("labels", {}).items()

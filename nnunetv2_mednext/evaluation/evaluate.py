@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from nnunetv2_mednext.errors import MedNeXtUserError
+from nnunetv2_mednext.image_io import read_image
 
 from .metrics import dice, mm_metrics, transunet_metrics
 
@@ -51,10 +52,7 @@ def read_label_map(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ..
     """Integer label map and its spacing in numpy axis order (``(z, y, x)`` or ``(y, x)``)."""
     import SimpleITK as sitk
 
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as e:
-        raise MedNeXtUserError(f"cannot read {path} ({str(e).strip().splitlines()[-1][:120]}); fix: check the file") from e
+    img = read_image(path)
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise MedNeXtUserError(f"{path} has {img.GetNumberOfComponentsPerPixel()} channels; fix: save label maps as gray")
     array = sitk.GetArrayFromImage(img)
@@ -159,7 +157,8 @@ def evaluate_case(case: str, gt_file: Path, pred_file: Path | None, labels: Sequ
                 entry["DSC_transunet"] = 0.0 if not p.any() else (1.0 if not r.any() else dice(p, r))
         metrics[str(label)] = entry
     return {"case": case, "reference_file": str(gt_file), "prediction_file": str(pred_file) if pred_file else None,
-            "spacing": list(spacing), "metrics": metrics}
+            "spacing": list(spacing), "metrics": metrics,
+            "values_reference": [int(v) for v in np.unique(ref)], "values_prediction": [int(v) for v in np.unique(pred)]}
 
 
 def _evaluate_star(args: tuple) -> dict[str, Any]:
@@ -222,6 +221,7 @@ def evaluate_folders(gt_folder: str | os.PathLike, pred_folder: str | os.PathLik
         if not names:
             raise MedNeXtUserError(f"the references in {gt_folder} contain no foreground label; fix: pass --labels")
     label_list = sorted(names)
+    known = set(label_list) | _dataset_label_values(dataset_json, gt_folder, pred_folder)
     jobs = [(case, g, p, label_list, modes, with_hd95) for case, g, p in pairs]
     if num_processes > 1 and len(jobs) > 1:
         import multiprocessing
@@ -230,6 +230,8 @@ def evaluate_folders(gt_folder: str | os.PathLike, pred_folder: str | os.PathLik
             per_case = list(ex.map(_evaluate_star, jobs))
     else:
         per_case = [_evaluate_star(j) for j in jobs]
+    known |= {v for c in per_case for v in c["values_reference"]}
+    _check_label_values(per_case, label_list, known, explicit=labels is not None and not isinstance(labels, dict))
     keys = metric_keys(modes, with_hd95)
     result = {
         "gt_folder": str(gt_folder), "pred_folder": str(pred_folder), "file_ending": file_ending,
@@ -240,6 +242,41 @@ def evaluate_folders(gt_folder: str | os.PathLike, pred_folder: str | os.PathLik
         "metric_per_case": per_case,
     }
     return result
+
+
+def _dataset_label_values(dataset_json: str | os.PathLike | None, gt_folder: Path, pred_folder: Path) -> set[int]:
+    """Every label value a dataset.json declares (background and ignore included), or an empty set."""
+    candidates = [Path(dataset_json)] if dataset_json else [pred_folder / "dataset.json", gt_folder.parent / "dataset.json"]
+    for cand in candidates:
+        if cand.is_file():
+            try:
+                values = json.loads(cand.read_text()).get("labels", {}).values()
+                return {int(v) for v in values if isinstance(v, int)}
+            except (ValueError, AttributeError):
+                return set()
+    return set()
+
+
+def _check_label_values(per_case: list[dict[str, Any]], labels: Sequence[int], known: set[int], explicit: bool) -> None:
+    """Refuse scores that would silently ignore something: predicted values outside the label set, or requested
+    labels that occur nowhere."""
+    for c in per_case:
+        stray = sorted(set(c["values_prediction"]) - known - {0})
+        if stray:
+            raise MedNeXtUserError(
+                f"prediction {c['prediction_file']} contains label value(s) {stray}, which are not labels of this "
+                f"dataset (scored: {list(labels)}); fix: check that the predictions belong to this dataset, or pass "
+                "--labels / --dataset-json with the right label set"
+            )
+    if explicit:
+        seen = set().union(*(set(c["values_reference"]) | set(c["values_prediction"]) for c in per_case))
+        declared = known - set(labels)  # dataset.json labels and reference values that were not requested
+        absent = sorted(set(labels) - seen - declared)
+        if absent:
+            raise MedNeXtUserError(
+                f"--labels {absent} occur in no reference and no prediction (values present: {sorted(seen)}); fix: "
+                "pass labels that exist in this dataset"
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------- reports

@@ -6,8 +6,9 @@ well-known nnU-Net failures as one line, so the stock ``nnUNetv2_*`` commands re
 
 from __future__ import annotations
 
+from nnunetv2_mednext.friendly_errors import install as install_friendly_errors
+
 from .base import nnUNetTrainerMedNeXt
-from .friendly_errors import install as install_friendly_errors
 from .variants import *  # noqa: F403
 from .variants import TRAINERS
 from .variants import __all__ as _variant_names

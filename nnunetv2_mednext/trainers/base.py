@@ -10,6 +10,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
 
 from nnunetv2_mednext.errors import MedNeXtUserError
+from nnunetv2_mednext.friendly_errors import check_predict_command_inputs
 
 from .network_from_plans import build_mednext_from_plans
 from .schedule import WarmupPolyLR
@@ -52,6 +53,7 @@ class nnUNetTrainerMedNeXt(nnUNetTrainer):
     def __init__(
         self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = torch.device("cuda")
     ) -> None:
+        checkpointing_from_env(os.environ.get(CHECKPOINTING_ENV))  # a bad setting fails before nnU-Net writes a log
         super().__init__(plans, configuration, fold, dataset_json, device)
         apply_thread_env(self.device)
         self.initial_lr = self.mednext_lr
@@ -72,6 +74,7 @@ class nnUNetTrainerMedNeXt(nnUNetTrainer):
         ``NNUNETV2_MEDNEXT_CHECKPOINTING=1/0`` switches gradient checkpointing on or off for this run, whatever the
         variant's default (M/L on, the others off); it changes memory and speed, never the weights.
         """
+        check_predict_command_inputs(num_input_channels)
         overrides = dict(cls.mednext_overrides)
         checkpointing = checkpointing_from_env(os.environ.get(CHECKPOINTING_ENV))
         if checkpointing is not None:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_mednext.errors import MedNeXtUserError
+from nnunetv2_mednext.friendly_errors import check_predict_command_inputs
 
 from .base import nnUNetTrainerMedNeXt
 from .threads import apply_thread_env
@@ -51,8 +52,8 @@ class _RunLength:
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = _CUDA) -> None:
+        epochs, iters, val_iters, save_every = self.run_length()  # a bad setting fails before nnU-Net writes a log
         super().__init__(plans, configuration, fold, dataset_json, device)  # type: ignore[call-arg]
-        epochs, iters, val_iters, save_every = self.run_length()
         self.num_epochs = epochs  # type: ignore[attr-defined]
         if iters is not None:
             self.num_iterations_per_epoch = iters  # type: ignore[attr-defined]
@@ -109,8 +110,18 @@ SHORT_LENGTHS = ("tiny", "budget")
 
 
 # -- family bases that are not plain nnUNetTrainerMedNeXt ----------------------------------------------------------
+def _plans_network(plans_manager: Any, configuration_manager: Any, num_input_channels: int,
+                   num_output_channels: int, enable_deep_supervision: bool = True) -> torch.nn.Module:
+    """nnU-Net's own builder (the network the plans name), after the checks every trainer of this package runs."""
+    check_predict_command_inputs(num_input_channels)
+    return nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                    num_output_channels, enable_deep_supervision)
+
+
 class _RefUNet(nnUNetTrainer):
     """nnU-Net's own trainer, plus what every trainer of this package does on CPU: honour ``OMP_NUM_THREADS``."""
+
+    build_network_architecture = staticmethod(_plans_network)  # type: ignore[assignment]
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = _CUDA) -> None:
@@ -121,7 +132,7 @@ class _RefUNet(nnUNetTrainer):
 class _RecipeUNet(nnUNetTrainerMedNeXt):
     """nnU-Net's network from the plans (``PlainConvUNet`` or whatever the plans name) with the MedNeXt recipe."""
 
-    build_network_architecture = staticmethod(nnUNetTrainer.build_network_architecture)  # type: ignore[assignment]
+    build_network_architecture = staticmethod(_plans_network)  # type: ignore[assignment]
 
 
 # -- the table -----------------------------------------------------------------------------------------------------
