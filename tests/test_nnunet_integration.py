@@ -188,33 +188,6 @@ def test_training_on_mednext_plans_and_find_best_configuration(synth: NnUNetRunn
     assert best["trainer"] == trainer and best["plans_identifier"] == plans and best["configuration"] == "2d"
 
 
-def test_interrupted_training_resumes_with_c(synth: NnUNetRunner, tmp_path: Path) -> None:
-    """Kill a training after its first epoch (simulated crash), continue with ``--c``: 3 epochs logged in total."""
-    ext = tmp_path / "ext"
-    ext.mkdir()
-    (ext / "crashing_trainer.py").write_text(
-        "import os\n"
-        "from nnunetv2_mednext.trainers.variants import nnUNetTrainerMedNeXt_budget\n\n\n"
-        "class nnUNetTrainerMedNeXtCrashTest(nnUNetTrainerMedNeXt_budget):\n"
-        "    def on_epoch_end(self):\n"
-        "        super().on_epoch_end()\n"
-        "        if os.environ.get('CRASH_AFTER_EPOCH') == str(self.current_epoch):\n"
-        "            os._exit(3)\n"
-    )
-    trainer = "nnUNetTrainerMedNeXtCrashTest"
-    env = {BUDGET: "3,3,1", "nnUNet_extTrainer": str(ext)}
-    with pytest.raises(Exception, match="exit 3"):
-        synth.train(DS, "2d", 2, trainer, extra_env={**env, "CRASH_AFTER_EPOCH": "1"})
-    fold = _fold_dir(synth, trainer, fold=2)
-    latest = torch.load(fold / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
-    assert latest["current_epoch"] == 1 and not (fold / "checkpoint_final.pth").exists()
-    synth.train(DS, "2d", 2, trainer, extra_args=["--c"], extra_env=env)
-    final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    log = final["logging"]
-    assert final["current_epoch"] == 3 and len(log["train_losses"]) == 3
-    assert log["epoch_start_timestamps"][0] == latest["logging"]["epoch_start_timestamps"][0]  # epoch 0 not redone
-
-
 def test_upkern_checkpoint_feeds_pretrained_weights(synth: NnUNetRunner, tmp_path: Path) -> None:
     k3 = "nnUNetTrainerMedNeXtV1_S_k3_tiny"
     synth.train(DS, "2d", 0, k3)
@@ -266,18 +239,6 @@ def test_stock_train_errors_are_one_line(synth: NnUNetRunner, args: list[str], e
     proc = _run(cmd, synth.env())
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert expected in proc.stderr.strip().splitlines()[-1]
-
-
-def test_pretrained_weights_from_another_variant_is_one_line(synth: NnUNetRunner, tmp_path: Path) -> None:
-    from nnunetv2_mednext.networks import create_model
-
-    wrong = create_model("mednext_s", input_channels=1, num_classes=3, spatial_dims=2)
-    torch.save({"network_weights": wrong.state_dict()}, tmp_path / "wrong.pth")
-    cmd = [nnunet_command("nnUNetv2_train"), str(DS), "2d", "3", "-tr", "nnUNetTrainerMedNeXt_tiny", "-device", "cpu",
-           "-pretrained_weights", str(tmp_path / "wrong.pth")]
-    proc = _run(cmd, synth.env())
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "-pretrained_weights do not fit this network" in proc.stderr.strip().splitlines()[-1]
 
 
 def test_planner_wrapper_errors() -> None:

@@ -32,7 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nnunetv2-mednext {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in _commands():
-        p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
+        # docstrings are written in reST: ``code`` reads as plain code in a terminal; line breaks are kept
+        description = getattr(mod, "DESCRIPTION", mod.HELP).replace("``", "")
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser

@@ -30,7 +30,7 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", choices=LAYOUT_CHOICES,
                    help="DATA is this published dataset's download: convert it into OUT/data/ first")
     p.add_argument("--near-dup-threshold", type=int, default=None, metavar="BITS",
-                   help="near-duplicate = dHash within BITS of 64 (default 6; -1: exact duplicates only)")
+                   help="near duplicates: dHash within BITS of 64 bits (default 6); -1: exact duplicates only")
 
 
 def _split_options(p: argparse.ArgumentParser) -> None:
@@ -59,42 +59,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _split_options(s)
     s.add_argument("-o", "--out", required=True, help="output folder")
 
-    t = sub.add_parser("train", help="train and cross-validate a classifier",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t = sub.add_parser("train", help="train and cross-validate a classifier")
     _data_options(t)
     _split_options(t)
     t.add_argument("-o", "--out", required=True, help="output folder of the run")
     t.add_argument("--fold", type=int, action="append", help="train only this fold (repeatable; default all)")
     t.add_argument("--model", default="mednext_cls_t",
-                   help="mednext_cls_t|s|b, or resnet18|resnet34|resnet50 (torchvision, from scratch)")
+                   help="mednext_cls_t|s|b, or resnet18|resnet34|resnet50 (torchvision, from scratch); default "
+                        "mednext_cls_t")
     t.add_argument("--model-kwargs", default="{}", metavar="JSON",
-                   help='network overrides, e.g. \'{"dims": [16, 32, 64, 128], "depths": [1, 1, 1, 1]}\'')
-    t.add_argument("--input-size", type=int, default=224, help="square input side in pixels")
+                   help='network overrides, e.g. \'{"dims": [16, 32, 64, 128], "depths": [1, 1, 1, 1]}\' '
+                        '(default: none)')
+    t.add_argument("--input-size", type=int, default=224, help="square input side in pixels (default 224)")
     t.add_argument("--channels", choices=("auto", "grey", "rgb"), default="auto",
-                   help="network input: auto = grey when every image is grey (also grey stored as RGB)")
-    t.add_argument("--epochs", type=int, default=100)
-    t.add_argument("--batch-size", type=int, default=32, help="per process")
-    t.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (AdamW)")
-    t.add_argument("--min-lr", type=float, default=1e-6)
-    t.add_argument("--weight-decay", type=float, default=0.05)
-    t.add_argument("--warmup-epochs", type=int, default=5, help="linear warm-up (at most half the run), then cosine")
-    t.add_argument("--label-smoothing", type=float, default=0.1)
+                   help="network input: auto (default) = grey when every image is grey (also grey stored as RGB)")
+    t.add_argument("--epochs", type=int, default=100, help="training epochs per fold (default 100)")
+    t.add_argument("--batch-size", type=int, default=32, help="images per step and process (default 32)")
+    t.add_argument("--lr", type=float, default=5e-4, help="peak learning rate of AdamW (default 5e-4)")
+    t.add_argument("--min-lr", type=float, default=1e-6, help="learning rate at the end of the cosine (default 1e-6)")
+    t.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default 0.05)")
+    t.add_argument("--warmup-epochs", type=int, default=5, help="epochs of linear warm-up (at most half the run), then cosine (default 5)")
+    t.add_argument("--label-smoothing", type=float, default=0.1, help="cross-entropy label smoothing (default 0.1)")
     t.add_argument("--balance", choices=("weights", "sampler", "none"), default="weights",
-                   help="class imbalance: inverse-frequency loss weights, class-balanced sampling, or none")
+                   help="class imbalance: inverse-frequency loss weights (default), class-balanced sampling, or none")
     t.add_argument("--augment", choices=("default", "light", "none"), default="default",
-                   help="default: resized crop, h-flip, +-15 deg affine, brightness/contrast; light: h-flip, +-10 deg")
+                   help="default (default): resized crop, h-flip, +-15 deg affine, brightness/contrast; light: h-flip, "
+                        "+-10 deg; none")
     t.add_argument("--color-jitter", action="store_true", help="also saturation/hue jitter (colour images only)")
-    t.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm to this value")
-    t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    t.add_argument("--amp", choices=("auto", "on", "off"), default="auto", help="mixed precision (CUDA only)")
-    t.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto", help="NHWC memory (CUDA)")
-    t.add_argument("--workers", type=int, default=-1, help="data-loader workers (-1: 0 on CPU, up to 4 on CUDA)")
-    t.add_argument("--val-every", type=int, default=1, help="validate every N epochs (and at the end)")
+    t.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm to this value (default: no clipping)")
+    t.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, cuda or cuda:N")
+    t.add_argument("--amp", choices=("auto", "on", "off"), default="auto", help="mixed precision, CUDA only (default auto: on with CUDA)")
+    t.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto", help="NHWC memory format, CUDA only (default auto: on with CUDA)")
+    t.add_argument("--workers", type=int, default=-1, help="data-loader workers (default -1: 0 on CPU, up to 4 on CUDA)")
+    t.add_argument("--val-every", type=int, default=1, help="validate every N epochs and at the end (default 1)")
     t.add_argument("--report-checkpoint", choices=("auto", "final", "best"), default="auto",
                    help="checkpoint whose metrics are reported: auto = best (chosen on val) when the split has a "
                         "test part, else final (best chosen on the reported images would be optimistic)")
     t.add_argument("--cache-images", choices=("auto", "on", "off"), default="auto",
-                   help="keep resized images in memory (auto: when under 8 GiB)")
+                   help="keep resized images in memory (default auto: when they take under 8 GiB)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out (finished folds are kept)")
     t.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines and no progress bars")
 
@@ -105,8 +107,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", required=True, help="output CSV")
     p.add_argument("--checkpoint", choices=("final", "best"), default="final",
                    help="which checkpoint of each fold when -m is a folder")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, cuda or cuda:N")
     p.add_argument("-q", "--quiet", action="store_true")
 
     e = sub.add_parser("evaluate", help="metrics of a predictions CSV, or of every fold of a training folder")

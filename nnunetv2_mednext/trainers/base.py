@@ -28,7 +28,7 @@ def checkpointing_from_env(value: str | None) -> bool | None:
     if v in _ON or v in _OFF:
         return v in _ON
     raise MedNeXtUserError(
-        f"{CHECKPOINTING_ENV}={value!r} is not valid; use 1 (recompute every block in backward: less memory, "
+        f"{CHECKPOINTING_ENV}={value!r} is not valid; fix: use 1 (recompute every block in backward: less memory, "
         "slower) or 0 (off), or unset it for the variant's default"
     )
 

@@ -41,7 +41,7 @@ def parse_budget(value: str | None) -> tuple[int, int, int]:
         parts = []
     if len(parts) not in (2, 3) or min(parts) < 1:
         raise MedNeXtUserError(
-            f"{BUDGET_ENV}={value!r} is not valid; use EPOCHS,ITERS[,VAL_ITERS] with positive integers, e.g. 2,50,5"
+            f"{BUDGET_ENV}={value!r} is not valid; fix: use EPOCHS,ITERS[,VAL_ITERS] with positive integers, e.g. 2,50,5"
         )
     return parts[0], parts[1], parts[2] if len(parts) == 3 else 2
 
