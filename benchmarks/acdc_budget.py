@@ -248,7 +248,7 @@ def write_results(args: argparse.Namespace, steps: list[Step], base_env: dict[st
         shutil.copyfile(png, target)
         lines += [f"![DSC per class and per case]({target.name})", ""]
     lines += _per_iteration_lines(paths["compare"] / "comparison.json", int(iters), int(val_iters))
-    lines += ["Reading: TransUNet-protocol tables (docs/paper.md §6.3) report converged models; compare the rows "
+    lines += ["Reading: TransUNet-protocol tables (docs/protocols.md) report converged models; compare the rows "
               "here with each other, not with those tables.", ""]
     lines += _full_length_lines(args)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ DOC = ROOT / "docs" / "variants.md"
 SEG_CLASSES = 9  # Synapse (8 organs + background), the seed paper's reference task
 CLS_CLASSES = 2
 
-# Roy et al. README (MIC-DKFZ/MedNeXt), 3D 128^3: params (M) and "GFLOPs" for k3 / k5 (see shared docs/paper.md §4.3).
+# Roy et al. README (MIC-DKFZ/MedNeXt), 3D 128^3: params (M) and "GFLOPs" for k3 / k5 (the numbers its README publishes).
 ROY_README = {
     "s": ((5.6, 5.9), (130, 169)),
     "b": ((10.5, 11.0), (170, 208)),

@@ -15,9 +15,18 @@ from pathlib import Path
 
 import pytest
 
+#: threads per test process and per subprocess it starts (NNUNETV2_MEDNEXT_TEST_THREADS overrides; default 1)
+TEST_THREADS = os.environ.get("NNUNETV2_MEDNEXT_TEST_THREADS", "1")
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+    os.environ[_var] = TEST_THREADS  # pinned, not defaulted: an exported 8 would oversubscribe a 2-core machine
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _pin_torch_threads() -> None:
+    import torch
+
+    torch.set_num_threads(int(TEST_THREADS))
 
 #: one wording for every skip that needs the project's shared data folder
 SHARED = Path(os.environ.get("NNUNETV2_MEDNEXT_SHARED", Path(__file__).resolve().parents[2] / "shared"))

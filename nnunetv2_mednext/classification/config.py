@@ -1,4 +1,4 @@
-"""Training settings with defaults for small medical 2D sets (paper §7.4: AdamW, warm-up + cosine, label smoothing
+"""Training settings with defaults for small medical 2D sets (AdamW, warm-up + cosine, label smoothing
 0.1, drop-path 0.1 in the model)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Loaders for the published layouts of the paper's three classification datasets (paper §7).
+"""Loaders for the published layouts of the paper's three classification datasets (docs/datasets.md).
 
 Each writes ``OUT/dataset.csv`` (``path,label,group``; paths relative to OUT) and, where the dataset ships its own
 protocol, ``OUT/splits.json``. No image is copied. Layouts (the Kaggle downloads, unzipped anywhere under SRC):
@@ -107,7 +107,7 @@ def convert_sarscov2(src: Path, out: Path) -> Conversion:
     return Conversion(
         _write_csv(out, rows), None, len(rows), _counts(rows),
         notes=["SARS-CoV-2 CT has no patient ids: a patient-level split is impossible. Splits group exact and "
-               "near-duplicate slices only (an approximation); state this with every result (paper §7.3)."],
+               "near-duplicate slices only (an approximation); state this with every result."],
     )
 
 
@@ -249,10 +249,10 @@ def _convert_largecovid(src: Path, out: Path, classes: tuple[str, ...]) -> Conve
             "the meta_data_*.csv (or .xlsx) files from the dataset next to curated_data/ (patient-level splits need them)"
         )
     notes = ["Groups are class + patient id from the metadata: slices of one patient never cross folds. The paper's "
-             "protocol (§7.4) is a 70/10/20 patient-level hold-out: train with --split holdout."]
+             "protocol is a 70/10/20 patient-level hold-out: train with --split holdout."]
     if unmatched:
         notes.append(f"{unmatched} images have no metadata row: they are grouped by duplicate hash only.")
-    notes.append("CAP images come from a single source (COVID-CT-MD): a source shortcut is possible (paper §7.3).")
+    notes.append("CAP images come from a single source (COVID-CT-MD): a source shortcut is possible.")
     return Conversion(_write_csv(out, rows), None, len(rows), _counts(rows), notes=notes,
                       recommended=["--split", "holdout"])
 

@@ -14,6 +14,8 @@ ORDER = 0
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-lookup", action="store_true", help="skip the (slow, ~10 s) nnU-Net trainer lookup check")
+    parser.add_argument("--trainers", action="store_true",
+                        help="list every trainer (-tr name) and planner (-pl name) of this package and stop")
 
 
 def _version(dist: str) -> str:
@@ -39,7 +41,23 @@ def trainer_lookup_check(name: str = "nnUNetTrainerMedNeXt") -> tuple[bool, str]
     return False, tail[0]
 
 
+def list_trainers_and_planners() -> None:
+    """One line per trainer (family table of ``trainers/variants.py``) and planner."""
+    from nnunetv2_mednext.planners import PLANNERS
+    from nnunetv2_mednext.trainers import TRAINERS
+
+    print(f"trainers ({len(TRAINERS)}; nnUNetv2_train ... -tr NAME):")
+    for name, cls in TRAINERS.items():
+        print(f"  {name:<44} {(cls.__doc__ or '').strip().splitlines()[0].replace('``', '')}")
+    print(f"\nplanners ({len(PLANNERS)}; nnunetv2-mednext plan_and_preprocess -pl NAME):")
+    for name, cls in PLANNERS.items():
+        print(f"  {name:<44} {(cls.__doc__ or '').strip().splitlines()[0].replace('``', '')}")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.trainers:
+        list_trainers_and_planners()
+        return 0
     import nnunetv2
     import torch
 

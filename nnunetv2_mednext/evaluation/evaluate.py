@@ -39,7 +39,7 @@ MODE_TITLES = {
     "mm": "nnU-Net style: DSC %, HD95 in mm from the image spacing (empty masks: Dice NaN if both empty, HD95 NaN)",
     "transunet": "TransUNet protocol: DSC %, HD95 in voxels, spacing ignored, calculate_metric_percase empty-mask rules",
 }
-#: label name (lower case) -> column title, in the paper's column order (paper.md §6.1 and §6.3)
+#: label name (lower case) -> column title, in the column order of the published TransUNet-protocol tables
 PAPER_COLUMNS = {
     "synapse": {"aorta": "Aorta", "gallbladder": "Gallbl.", "kidney_left": "Kid (L)", "kidney_right": "Kid (R)",
                 "liver": "Liver", "pancreas": "Pancreas", "spleen": "Spleen", "stomach": "Stomach"},
