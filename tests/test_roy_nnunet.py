@@ -117,6 +117,30 @@ def test_trainer_supervises_the_bottleneck_head_with_roys_weights(bottleneck: bo
         assert len(heads) == 4 and float(heads[3].weight.grad.abs().sum()) > 0
 
 
+@pytest.mark.parametrize(("name", "warm", "decay_everything"), [
+    ("nnUNetTrainerMedNeXtV1_S_k3", False, True),  # Roy et al.: AdamW(all parameters, 1e-3, wd 3e-5), poly, no warm-up
+    ("nnUNetTrainerMedNeXt", True, False),
+])
+def test_v1_recipe_is_roys(name: str, warm: bool, decay_everything: bool) -> None:
+    cls = TRAINERS[name]
+    t = object.__new__(cls)
+    strides = [[1, 1], [2, 2], [2, 2]]
+    t.network = cls.build_network_architecture(None, _config(variant_arch_kwargs(cls.mednext_variant, stock_plan(strides)),
+                                                             (16, 16)), 1, 2, True)
+    t.initial_lr, t.weight_decay = cls.mednext_lr, cls.mednext_weight_decay
+    t.num_epochs, t.num_iterations_per_epoch = 1000, 250
+    optimizer, scheduler = t.configure_optimizers()
+    assert optimizer.defaults["eps"] == 1e-4
+    decays = {g["weight_decay"] for g in optimizer.param_groups}
+    assert decays == ({cls.mednext_weight_decay} if decay_everything else {cls.mednext_weight_decay, 0.0})
+    assert (scheduler.lr_at(0) < cls.mednext_lr) == warm
+    if not warm:
+        assert cls.mednext_lr == 1e-3 and cls.mednext_weight_decay == 3e-5
+        # nnU-Net v1's per-epoch poly value at each epoch start; within an epoch ours decays smoothly
+        for epoch in (0, 500, 999):
+            assert scheduler.lr_at(epoch * 250) == pytest.approx(1e-3 * (1 - epoch / 1000) ** 0.9)
+
+
 @pytest.mark.slow
 def test_v1_planner_writes_roy_plans_and_the_trainer_trains_all_five_heads(tmp_path: Path) -> None:
     """The wrapper route ``nnunetv2-mednext plan_and_preprocess -pl nnUNetPlannerMedNeXtV1_S_k3``, then a tiny stock

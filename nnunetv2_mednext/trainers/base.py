@@ -48,6 +48,8 @@ class nnUNetTrainerMedNeXt(nnUNetTrainer):
     mednext_weight_decay: ClassVar[float] = 1e-4
     mednext_adam_eps: ClassVar[float] = 1e-4
     mednext_warmup_fraction: ClassVar[float] = 0.02
+    # False: no weight decay on norms, biases and layer scales; True: on every parameter (Roy et al.'s AdamW)
+    mednext_decay_norms_and_biases: ClassVar[bool] = False
     mednext_max_warmup_epochs: ClassVar[int] = 50
 
     def __init__(
@@ -135,7 +137,8 @@ class nnUNetTrainerMedNeXt(nnUNetTrainer):
                 continue
             (no_decay if p.ndim <= 1 or name.endswith(".gamma") else decay).append(p)
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [{"params": decay, "weight_decay": self.weight_decay},
+             {"params": no_decay, "weight_decay": self.weight_decay if self.mednext_decay_norms_and_biases else 0.0}],
             lr=self.initial_lr,
             eps=self.mednext_adam_eps,
         )

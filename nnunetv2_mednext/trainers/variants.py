@@ -92,8 +92,10 @@ for _size in ("S", "B", "M", "L"):
     for _k in (3, 5):
         _name = f"nnUNetTrainerMedNeXtV1_{_size}_k{_k}"
         _cls = _make(_name, (nnUNetTrainerMedNeXt,),
-                     f"Roy et al. MedNeXt {_size}, kernel {_k} (AdamW lr 1e-3, eps 1e-4, weight decay 3e-5).",
-                     mednext_variant=f"mednextv1_{_size.lower()}_k{_k}", mednext_lr=1e-3, mednext_weight_decay=3e-5)
+                     f"Roy et al. MedNeXt {_size}, kernel {_k} (AdamW lr 1e-3, eps 1e-4, weight decay 3e-5 on every "
+                     "parameter, poly decay without warm-up).",
+                     mednext_variant=f"mednextv1_{_size.lower()}_k{_k}", mednext_lr=1e-3, mednext_weight_decay=3e-5,
+                     mednext_warmup_fraction=0.0, mednext_decay_norms_and_biases=True)
         _make(f"{_name}_tiny", (_TinyRun, _cls), f"{_name}, smoke-test length.")
         _make(f"{_name}_budget", (_BudgetRun, _cls), f"{_name}, run length from ${BUDGET_ENV}.")
 
