@@ -57,9 +57,12 @@ def recipe_weights(spec, seed: int) -> dict[str, torch.Tensor]:
 
 
 def roy_net(size: str, kernel: int, **kwargs) -> MedNeXtUNet:
-    return create_model(f"mednextv1_{size.lower()}_k{kernel}", input_channels=FIXTURE["in_channels"],
-                        num_classes=FIXTURE["num_classes"], spatial_dims=3, deep_supervision=True,
-                        ds_bottleneck=True, **kwargs)
+    """Roy et al.'s layout, uninitialised storage (every tensor is loaded afterwards; skips the costly init of L)."""
+    with torch.device("meta"):
+        net = create_model(f"mednextv1_{size.lower()}_k{kernel}", input_channels=FIXTURE["in_channels"],
+                           num_classes=FIXTURE["num_classes"], spatial_dims=3, deep_supervision=True,
+                           ds_bottleneck=True, **kwargs)
+    return net.to_empty(device="cpu")
 
 
 def take(t: torch.Tensor, index: list) -> torch.Tensor:
@@ -236,7 +239,7 @@ def test_default_init_is_pytorchs_as_in_the_official_code() -> None:
             assert bool((m.weight == 1).all() and (m.bias == 0).all())
     assert checked > 20
     he = create_model("mednextv1_s_k3", num_classes=3, spatial_dims=3, init="mednext")
-    dw = he.encoder.stages[0][0].conv1.weight
+    dw = he.encoder.stages[0][0].conv1.weight.detach()
     assert abs(float(dw.std()) / math.sqrt(2 / 27) - 1) < 0.15  # He fan-out, counted per group
     seed = create_model("mednext_t", num_classes=3)
     assert seed.init == "mednext"

@@ -38,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {info['output']}/fold_{info['fold']}/checkpoint_final.pth: {info['variant']} ({info['source_trainer']}, "
           f"epoch {info['epoch']}) -> {info['trainer']}, configuration {info['configuration']}; "
           f"{len(info['dropped'])} official tensors without effect dropped (depthwise biases, unused heads)")
+    if info["missing_heads"]:
+        print("note: the checkpoint has no deep-supervision heads (trained without deep supervision); they keep their "
+              "initial values and do not affect predictions")
     print(f"next: nnUNetv2_predict_from_modelfolder -i INPUT -o OUTPUT -m {info['output']} -f {info['fold']}")
     print(f"  or, with the folder at $nnUNet_results/<dataset>/{info['trainer']}__{IMPORT_PLANS_NAME}__"
           f"{info['configuration']}: nnUNetv2_predict -d <dataset> -c {info['configuration']} -tr {info['trainer']} "

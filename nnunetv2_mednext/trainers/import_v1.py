@@ -147,6 +147,13 @@ def _float(v: Any) -> float:
     return float(np.asarray(v).item())
 
 
+def _per_channel(mapping: Any, c: int, default: Any = None) -> Any:
+    """``mapping[c]`` for v1's per-channel dicts (int keys as pickled by v1; str keys tolerated)."""
+    if not isinstance(mapping, dict):
+        return default
+    return mapping.get(c, mapping.get(str(c), default))
+
+
 def v2_plans(info: dict[str, Any], variant: str, dims: int, configuration: str, dataset_name: str) -> dict[str, Any]:
     """nnU-Net v2 plans with one configuration reproducing the v1 stage the checkpoint was trained on."""
     p1, init = info["plans"], info["init"]
@@ -159,15 +166,15 @@ def v2_plans(info: dict[str, Any], variant: str, dims: int, configuration: str, 
     if len(patch) != dims:
         raise _fail(f"the v1 plans' patch {patch} is not {dims}D like the network")
     n_ch = int(p1.get("num_modalities", len(p1.get("normalization_schemes", {})) or 1))
-    schemes = [p1["normalization_schemes"][c] for c in range(n_ch)]
+    schemes = [_per_channel(p1.get("normalization_schemes"), c, "missing") for c in range(n_ch)]
     unknown = sorted({s for s in schemes if s not in V1_NORMALIZATION})
     if unknown:
         raise _fail(f"v1 normalisation {unknown} has no nnU-Net v2 equivalent here (supported: {', '.join(V1_NORMALIZATION)})")
-    use_mask = [bool(p1.get("use_mask_for_norm", {}).get(c, False)) for c in range(n_ch)]
+    use_mask = [bool(_per_channel(p1.get("use_mask_for_norm"), c, False)) for c in range(n_ch)]
     props = (p1.get("dataset_properties") or {}).get("intensityproperties") or {}
     fg: dict[str, dict[str, float]] = {}
     for c in range(n_ch):
-        pc = props.get(c, props.get(str(c)))
+        pc = _per_channel(props, c)
         if pc is None:
             if schemes[c] == "CT":
                 raise _fail(f"channel {c} uses CT normalisation but the v1 plans hold no intensity statistics for it")
