@@ -23,6 +23,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from nnunetv2_mednext.networks import CLS_VARIANTS, create_model, get_seg_variant, list_models, reference_topology
+from nnunetv2_mednext.networks.roy_weights import roy_key_map
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "variants.md"
@@ -79,6 +81,15 @@ def count(name: str, in_channels: int, spatial: tuple[int, ...], classes: int) -
     with counter, torch.no_grad():
         model(x)
     return params, counter.get_total_flops() // 2
+
+
+def roy_counts(name: str, in_channels: int, classes: int) -> tuple[int, int]:
+    """``(params, params of the official code)`` of a Roy et al. variant with its bottleneck head (3D)."""
+    with torch.device("meta"):
+        model = create_model(name, input_channels=in_channels, num_classes=classes, spatial_dims=3, ds_bottleneck=True)
+    params = sum(p.numel() for p in model.parameters())
+    dw_biases = sum(math.prod(t.shape) for t in roy_key_map(model) if t.key.endswith(".conv1.bias"))
+    return params, params + dw_biases + 1  # + the official dummy_tensor
 
 
 def collect() -> list[Row]:
@@ -152,28 +163,37 @@ def render(rows: list[Row]) -> str:
         out.append(f"| `{r.name}` | {r.task} | {r.block} | {r.input} | {r.classes} | {r.params} | {_m(r.params)} | {_g(r.macs)} |")
     out += [
         "",
-        "## Roy et al. variants next to the published numbers (3D, 128³)",
+        "## Roy et al. variants next to the official code and the published numbers (3D, 128³)",
         "",
-        "Published: MIC-DKFZ/MedNeXt README (params in M, \"GFLOPs\" as published; the published figures behave like "
-        "MACs). Differences: this port has no bias on the depthwise conv that feeds a norm (the norm cancels it), and "
-        "its output heads are 1×1 convs with the plan's class count.",
+        "Built as the V1 planners' `roy` topology builds them: 5 levels, widths 32-512, the bottleneck head on "
+        "(`ds_bottleneck=True`: five 1×1 heads, as the official network trained with deep supervision), 1 input "
+        f"channel, {SEG_CLASSES} classes. *Official code* = this port's parameters + one bias per depthwise-conv "
+        "channel + the official `dummy_tensor` (1): this port drops the depthwise biases because the per-channel "
+        "GroupNorm right after them cancels them exactly (no function, no gradient); the sum equals the count of "
+        "the official `MedNeXt` class (checked when `tests/fixtures/roy_v1_reference.json` was made). GMACs: "
+        "inference, one output; equal to the official network's under the same counter (same up-block grid). "
+        "Published: MIC-DKFZ/MedNeXt README (rounded; its \"GFLOPs\" behave like MACs).",
         "",
-        "| Variant | Params (M) | published (M) | GMACs | published \"GFLOPs\" |",
-        "|---|---:|---:|---:|---:|",
+        "| Variant | Params | Params + depthwise biases (= official code) | published (M) | GMACs | published \"GFLOPs\" |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         if r.block != "v1" or len(r.spatial) != 3:
             continue
         size, k = r.name.split("_")[1], int(r.name[-1])
         (p3, p5), (g3, g5) = ROY_README[size]
-        out.append(f"| `{r.name}` | {_m(r.params)} | {p3 if k == 3 else p5} | {_g(r.macs)} | {g3 if k == 3 else g5} |")
+        params, official = roy_counts(r.name, r.in_channels, r.classes)
+        out.append(f"| `{r.name}` | {params} ({_m(params)} M) | {official} ({_m(official)} M) | {p3 if k == 3 else p5} | "
+                   f"{_g(r.macs)} | {g3 if k == 3 else g5} |")
     out += [
         "",
         "## Recipes, resolved at the reference topology",
         "",
         "Per-level lists run from the highest resolution (level 0) to the bottleneck; decoder lists have one entry "
         "fewer. On an nnU-Net plan the recipe is applied to the plan's stages, kernels and strides (lists are cut, or "
-        "padded with their last value); the Roy et al. variants then take their widths from the plan.",
+        "padded with their last value). The Roy et al. variants take their widths from the plan; the V1 planners "
+        "write Roy et al.'s (`roy` topology: at most 5 levels, widths 32·2^i), stock nnU-Net plans cap them (320 in "
+        "3D, see docs/nnunet.md).",
         "",
         "| Variant | Topology | Widths | Blocks enc / dec | Expansion enc / dec | Notes |",
         "|---|---|---|---|---|---|",

@@ -38,7 +38,7 @@ def test_networks_example_runs_and_prints_what_the_comments_say(tmp_path: Path) 
 def test_every_subcommand_in_readme_exists() -> None:
     parser = build_parser()
     known = set(parser._subparsers._group_actions[0].choices)  # argparse has no public accessor
-    used = set(re.findall(r"nnunetv2-mednext ([a-z_-]+)", README))
+    used = set(re.findall(r"nnunetv2-mednext ([a-z0-9_-]+)", README))
     assert used and used <= known, used - known
 
 

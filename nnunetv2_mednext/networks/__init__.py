@@ -13,14 +13,16 @@ from .registry import (
     reference_topology,
     register_model,
 )
+from .roy_weights import RoyWeightsError, check_roy_layout, load_roy_state_dict, roy_key_map, roy_state_dict
 from .seed_blocks import LinearAttentionFFN, MedNeXtBlock, SmoothDWFFN, SpatialEncodingModule
 from .segmentation import MedNeXtUNet
 from .upkern import UpKernError, upkern_load, upkern_state_dict
-from .v1_blocks import MedNeXtV1Block, MedNeXtV1Down, MedNeXtV1Up
+from .v1_blocks import UPSAMPLE_ALIGNS, MedNeXtV1Block, MedNeXtV1Down, MedNeXtV1Up
 
 __all__ = [
     "CLS_VARIANTS",
     "SEG_VARIANTS",
+    "UPSAMPLE_ALIGNS",
     "LinearAttentionFFN",
     "MedNeXtBlock",
     "MedNeXtClassifier",
@@ -28,17 +30,22 @@ __all__ = [
     "MedNeXtV1Block",
     "MedNeXtV1Down",
     "MedNeXtV1Up",
+    "RoyWeightsError",
     "SegVariant",
     "SmoothDWFFN",
     "SpatialEncodingModule",
     "UnknownVariantError",
     "UpKernError",
+    "check_roy_layout",
     "create_model",
     "get_seg_variant",
     "list_models",
+    "load_roy_state_dict",
     "model_task",
     "reference_topology",
     "register_model",
+    "roy_key_map",
+    "roy_state_dict",
     "upkern_load",
     "upkern_state_dict",
 ]

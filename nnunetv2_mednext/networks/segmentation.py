@@ -4,7 +4,9 @@ The topology (number of stages, per-stage strides and kernel sizes, features per
 nnU-Net's plans, so the constructor takes the keyword arguments nnU-Net passes when it builds a network from
 ``architecture.arch_kwargs`` (``input_channels``, ``num_classes``, ``deep_supervision`` + the arch kwargs).
 Deep supervision follows nnU-Net's ``PlainConvUNet`` contract: a list of ``n_stages - 1`` logits, highest
-resolution first, toggled through ``network.decoder.deep_supervision``; the parameters do not depend on it.
+resolution first, toggled through ``network.decoder.deep_supervision``; the parameters do not depend on it. With
+``ds_bottleneck=True`` (Roy et al.'s network) a head on the bottleneck adds an ``n_stages``-th output at the end of
+the list; only trainers that know it (this package's) give it a loss term.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from .layers import (
     transposed_conv_op,
 )
 from .seed_blocks import DEFAULT_LA_KERNELS, DEFAULT_SEM_KERNELS, MedNeXtBlock
-from .v1_blocks import MedNeXtV1Block, MedNeXtV1Down, MedNeXtV1Up
+from .v1_blocks import MedNeXtV1Block, MedNeXtV1Down, MedNeXtV1Up, check_upsample_align, pytorch_default_init
 
 BLOCK_FAMILIES = ("seed", "v1")
+INIT_SCHEMES = ("mednext", "pytorch")
 
 # PlainConvUNet / ResidualEncoderUNet keywords found in stock nnU-Net plans. They are accepted so that a stock
 # ``arch_kwargs`` dict can be passed unchanged, but they do not apply to MedNeXt blocks.
@@ -179,12 +182,16 @@ class MedNeXtDecoder(nn.Module):
                     MedNeXtV1Up(
                         f[i + 1], f[i], stride=s, exp_ratio=net.exp_ratio_decoder[i],
                         kernel_size=net.block_kernel(i + 1), conv_op=c, norm=net.norm,
+                        upsample_align=net.upsample_align,
                     )
                 )
                 self.fuse.append(nn.Identity())
             n_blocks = net.n_blocks_per_stage_decoder[i]
             self.stages.append(nn.Sequential(*[net.make_block(i, j, decoder=True) for j in range(n_blocks)]))
             self.seg_layers.append(pointwise(c, f[i], net.num_classes))
+        self.ds_bottleneck = net.ds_bottleneck
+        if self.ds_bottleneck:  # seg_layers[n_stages - 1]: the bottleneck head (Roy et al.'s fifth output)
+            self.seg_layers.append(pointwise(c, f[-1], net.num_classes))
         self.use_checkpoint = net.checkpointing
 
     def forward(self, skips: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
@@ -201,6 +208,8 @@ class MedNeXtDecoder(nn.Module):
                 outputs.append(self.seg_layers[k](x))
         if not self.deep_supervision:
             return outputs[-1]
+        if self.ds_bottleneck:
+            return [*outputs[::-1], self.seg_layers[n](skips[-1])]
         return outputs[::-1]
 
 
@@ -224,6 +233,13 @@ class MedNeXtUNet(nn.Module):
             instead of seed blocks: large-kernel depthwise ops on full-resolution maps dominate the run time.
         layer_scale, drop_path_rate: residual-branch layer scale init and maximum stochastic-depth rate.
         checkpointing: recompute every block in backward (``use_reentrant=False``) to save memory.
+        upsample_align: where Roy et al. up blocks put the coarse grid: ``"start"`` (default, the official code)
+            or ``"end"`` (output padding; this package's convention before it matched the official code).
+        ds_bottleneck: a segmentation head on the bottleneck too; with deep supervision the output list then has
+            ``n_stages`` entries (the bottleneck's last), as Roy et al.'s network. Off: nnU-Net's contract.
+        init: ``"pytorch"`` (PyTorch's default init of every layer, heads as the official transposed 1x1 convs:
+            Roy et al.'s code) or ``"mednext"`` (``layers.init_weights``); ``None``: ``"pytorch"`` for
+            ``block="v1"``, ``"mednext"`` for the seed family.
     """
 
     def __init__(
@@ -251,6 +267,9 @@ class MedNeXtUNet(nn.Module):
         layer_scale: float | None = 1e-2,
         drop_path_rate: float = 0.0,
         checkpointing: bool = False,
+        upsample_align: str = "start",
+        ds_bottleneck: bool = False,
+        init: str | None = None,
         **nnunet_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -288,6 +307,11 @@ class MedNeXtUNet(nn.Module):
         total_blocks = sum(self.n_blocks_per_stage) + sum(self.n_blocks_per_stage_decoder)
         self._drop_rates = iter(np.linspace(0, drop_path_rate, max(total_blocks, 1)).tolist())
         make_norm(norm, 4, self.conv_op)  # validates the norm name early
+        self.upsample_align = check_upsample_align(upsample_align)
+        self.ds_bottleneck = bool(ds_bottleneck)
+        self.init = init if init is not None else ("pytorch" if block == "v1" else "mednext")
+        if self.init not in INIT_SCHEMES:
+            raise ValueError(f"init must be one of {INIT_SCHEMES} (or None for the family's default), got {init!r}")
         self.encoder = MedNeXtEncoder(self)
         self.decoder = MedNeXtDecoder(self, deep_supervision)
         del self._drop_rates
@@ -367,12 +391,16 @@ class MedNeXtUNet(nn.Module):
             total += (up.feature_map_channels() if isinstance(up, MedNeXtV1Block) else 4 * f[i]) * vox[i]
             total += sum(b.feature_map_channels() for b in self.decoder.stages[k]) * vox[i]
             total += self.num_classes * vox[i]
+        if self.ds_bottleneck:
+            total += self.num_classes * vox[-1]
         return np.int64(total)
 
-    @staticmethod
-    def initialize(module: nn.Module) -> None:
-        """Weight init applied by nnU-Net's ``get_network_from_plans`` (and by the constructor)."""
-        init_weights(module)
+    def initialize(self, module: nn.Module) -> None:
+        """Weight init of one module, applied by nnU-Net's ``get_network_from_plans`` (and by the constructor)."""
+        if self.init == "mednext":
+            init_weights(module)
+        else:
+            pytorch_default_init(module, is_head=any(module is h for h in self.decoder.seg_layers))
 
     def set_checkpointing(self, enabled: bool) -> None:
         """Switch gradient checkpointing of every block on or off."""

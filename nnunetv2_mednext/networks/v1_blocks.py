@@ -3,18 +3,38 @@
 ``MedNeXtV1Block``: depthwise kxk(xk) conv -> per-channel GroupNorm -> 1x1 expand (ratio R) -> GELU -> 1x1
 compress, plus the residual. ``MedNeXtV1Down`` uses a strided depthwise conv and a strided 1x1 skip;
 ``MedNeXtV1Up`` a transposed depthwise conv and a transposed 1x1 skip. Strides may be anisotropic
-(e.g. ``(1, 2, 2)``); transposed convs use ``output_padding = stride - 1`` so they restore exactly
-``stride * size``.
+(e.g. ``(1, 2, 2)``).
+
+Up-sampling alignment (``upsample_align``) decides where a coarse voxel lands on the fine grid:
+
+* ``"start"`` (default, Roy et al.'s code): the transposed convs run without output padding, so an axis of size
+  ``n`` with stride ``s`` becomes ``s * (n - 1) + 1``; the whole block (norm included) runs on that grid, and block
+  output and residual are then zero-padded by ``s - 1`` voxels at the *start* of each strided axis. Coarse voxel
+  ``i`` lands at fine index ``s * i + s - 1``.
+* ``"end"`` (this package before it matched the official code): ``output_padding = s - 1``, so the convs produce
+  ``s * n`` voxels directly, coarse voxel ``i`` lands at ``s * i`` and the last voxel along each strided axis comes
+  from the convs' biases and kernel tails.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvOp, make_norm, pointwise, same_padding, transposed_conv_op
+from .layers import ConvOp, LayerNormChannelsFirst, make_norm, pointwise, same_padding, transposed_conv_op
+
+UPSAMPLE_ALIGNS = ("start", "end")
+
+
+def check_upsample_align(value: str) -> str:
+    """Validate an ``upsample_align`` value."""
+    if value not in UPSAMPLE_ALIGNS:
+        raise ValueError(f"upsample_align must be one of {UPSAMPLE_ALIGNS}, got {value!r}")
+    return value
 
 
 class MedNeXtV1Block(nn.Module):
@@ -34,6 +54,7 @@ class MedNeXtV1Block(nn.Module):
         norm: str = "instance",
         stride: Sequence[int] | int = 1,
         transposed: bool = False,
+        upsample_align: str = "start",
     ) -> None:
         super().__init__()
         out_channels = out_channels or in_channels
@@ -41,9 +62,15 @@ class MedNeXtV1Block(nn.Module):
         kernel = (kernel_size,) * ndim if isinstance(kernel_size, int) else tuple(kernel_size)
         stride_t = (stride,) * ndim if isinstance(stride, int) else tuple(stride)
         padding = same_padding(kernel)
+        self.upsample_align = check_upsample_align(upsample_align)
+        # "end": the transposed convs restore s * n voxels themselves; "start": s * (n - 1) + 1, then padded
+        out_pad = tuple(s - 1 for s in stride_t) if transposed and upsample_align == "end" else (0,) * ndim
+        self.start_pad: tuple[int, ...] = ()
+        if transposed and upsample_align == "start" and any(s > 1 for s in stride_t):
+            # F.pad order: last axis first, (before, after) per axis
+            self.start_pad = tuple(v for s in reversed(stride_t) for v in (s - 1, 0))
         if transposed:
             tconv = transposed_conv_op(conv_op)
-            out_pad = tuple(s - 1 for s in stride_t)
             self.conv1: nn.Module = tconv(
                 in_channels, in_channels, kernel, stride=stride_t, padding=padding,
                 output_padding=out_pad, groups=in_channels, bias=False,
@@ -61,7 +88,7 @@ class MedNeXtV1Block(nn.Module):
         if do_res and (in_channels != out_channels or any(s != 1 for s in stride_t)):
             if transposed:
                 self.res_conv = transposed_conv_op(conv_op)(
-                    in_channels, out_channels, 1, stride=stride_t, output_padding=tuple(s - 1 for s in stride_t)
+                    in_channels, out_channels, 1, stride=stride_t, output_padding=out_pad
                 )
             else:
                 self.res_conv = conv_op(in_channels, out_channels, 1, stride=stride_t)
@@ -69,10 +96,11 @@ class MedNeXtV1Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv3(self.act(self.conv2(self.norm(self.conv1(x)))))
-        if not self.do_res:
-            return h
-        res = x if self.res_conv is None else self.res_conv(x)
-        return h + res
+        if self.do_res:
+            h = h + (x if self.res_conv is None else self.res_conv(x))
+        if self.start_pad:  # zero-padding is linear: padding the sum equals padding branch and residual apiece
+            h = F.pad(h, self.start_pad)
+        return h
 
     def feature_map_channels(self) -> int:
         """Channels of the intermediate maps at the block's output resolution (memory proxy, per voxel)."""
@@ -87,7 +115,34 @@ class MedNeXtV1Down(MedNeXtV1Block):
 
 
 class MedNeXtV1Up(MedNeXtV1Block):
-    """Upsampling block: transposed depthwise conv (exact ``stride``x size), expansion, 1x1; transposed 1x1 skip."""
+    """Upsampling block: transposed depthwise conv, expansion, 1x1; transposed 1x1 skip (``stride`` x size).
+
+    ``upsample_align`` (``"start"``, Roy et al.; or ``"end"``) places the coarse grid on the fine one, see the module
+    docstring.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, stride: Sequence[int] | int = 2, **kwargs) -> None:
         super().__init__(in_channels, out_channels, stride=stride, transposed=True, **kwargs)
+
+
+_RESETTABLE = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear, nn.GroupNorm,
+               nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm)
+
+
+def pytorch_default_init(module: nn.Module, is_head: bool = False) -> None:
+    """PyTorch's default init of one layer, as Roy et al.'s code leaves its network (it never re-initialises).
+
+    ``is_head``: a 1x1 segmentation head. The official heads are 1x1 *transposed* convs, for which PyTorch counts
+    ``fan_in = num_classes`` (the weight is stored ``(in, out, 1..)``); ours are plain 1x1 convs (same function,
+    transposed weight), so their weight and bias are drawn from the official ``U(+-1/sqrt(num_classes))``.
+    """
+    if is_head and isinstance(module, (nn.Conv2d, nn.Conv3d)):
+        bound = 1.0 / math.sqrt(module.out_channels * math.prod(module.kernel_size))
+        nn.init.uniform_(module.weight, -bound, bound)
+        if module.bias is not None:
+            nn.init.uniform_(module.bias, -bound, bound)
+    elif isinstance(module, _RESETTABLE):
+        module.reset_parameters()
+    elif isinstance(module, LayerNormChannelsFirst):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

@@ -1,7 +1,9 @@
 """nnU-Net experiment planners that size patch and batch for MedNeXt networks (like the ResEnc presets).
 
 The topology search (spacing, patch shrinking, pooling) is nnU-Net's own; only the memory estimate and the
-``architecture`` written to the plans are MedNeXt's. Plans name ``nnUNetMedNeXtPlans`` (variant ``mednext_t``)
+``architecture`` written to the plans are MedNeXt's. The V1 planners (``nnUNetPlannerMedNeXtV1_*``) write the
+``roy`` topology: Roy et al.'s 5 levels and widths 32..512 with the bottleneck head, on nnU-Net's strides and patch
+(the memory estimate and so patch and batch are those of that network). Plans name ``nnUNetMedNeXtPlans`` (variant ``mednext_t``)
 reuse the ``nnUNetPlans_2d`` / ``nnUNetPlans_3d_fullres`` preprocessed data, and their ``network_class_name`` points
 at :class:`~nnunetv2_mednext.networks.MedNeXtUNet`, so the stock ``nnUNetTrainer`` and ``nnUNetv2_predict`` can
 use them too.
@@ -39,6 +41,7 @@ class nnUNetPlannerMedNeXt(ResEncUNetPlanner):
     """Plans for the seed MedNeXt ``mednext_t`` at a GPU memory target (``-gpu_memory_target``, default 8 GB)."""
 
     mednext_variant: ClassVar[str] = "mednext_t"
+    mednext_topology: ClassVar[str] = "plan"  # "roy": Roy et al.'s depth and widths (network_from_plans.roy_topology)
     default_plans_name: ClassVar[str] = "nnUNetMedNeXtPlans"
 
     def __init__(
@@ -61,7 +64,7 @@ class nnUNetPlannerMedNeXt(ResEncUNetPlanner):
         self.max_dataset_covered = 1
 
     def mednext_arch_kwargs(self, plan_arch_kwargs: dict[str, Any]) -> dict[str, Any]:
-        return variant_arch_kwargs(self.mednext_variant, plan_arch_kwargs)
+        return variant_arch_kwargs(self.mednext_variant, plan_arch_kwargs, topology=self.mednext_topology)
 
     def static_estimate_VRAM_usage(  # type: ignore[override]
         self,
@@ -86,16 +89,18 @@ class nnUNetPlannerMedNeXt(ResEncUNetPlanner):
             "_kw_requires_import": ["conv_op"],
         }
         plan["mednext_variant"] = self.mednext_variant
+        plan["mednext_topology"] = self.mednext_topology
         return plan
 
 
 _planners: dict[str, type] = {"nnUNetPlannerMedNeXt": nnUNetPlannerMedNeXt}
 
 
-def _make(name: str, variant: str, plans_name: str) -> None:
+def _make(name: str, variant: str, plans_name: str, topology: str = "plan") -> None:
+    what = " on Roy et al.'s topology (5 levels, widths 32..512, bottleneck head)" if topology == "roy" else ""
     cls = type(name, (nnUNetPlannerMedNeXt,), {
-        "__doc__": f"MedNeXt planner for variant {variant} (plans {plans_name}).", "__module__": __name__,
-        "mednext_variant": variant, "default_plans_name": plans_name,
+        "__doc__": f"MedNeXt planner for variant {variant}{what} (plans {plans_name}).", "__module__": __name__,
+        "mednext_variant": variant, "default_plans_name": plans_name, "mednext_topology": topology,
     })
     _planners[name] = cls
     globals()[name] = cls
@@ -106,7 +111,8 @@ for _size in ("T", "S", "B"):
           "nnUNetMedNeXtPlans" if _size == "T" else f"nnUNetMedNeXt{_size}Plans")
 for _size in ("S", "B", "M", "L"):
     for _k in (3, 5):
-        _make(f"nnUNetPlannerMedNeXtV1_{_size}_k{_k}", f"mednextv1_{_size.lower()}_k{_k}", f"nnUNetMedNeXtV1{_size}k{_k}Plans")
+        _make(f"nnUNetPlannerMedNeXtV1_{_size}_k{_k}", f"mednextv1_{_size.lower()}_k{_k}", f"nnUNetMedNeXtV1{_size}k{_k}Plans",
+              topology="roy")
 
 PLANNERS: dict[str, type] = dict(_planners)
 __all__ = ["PLANNERS", "nnUNetPlannerMedNeXt", "reference_value", *[n for n in _planners if n != "nnUNetPlannerMedNeXt"]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
@@ -48,6 +49,8 @@ class nnUNetTrainerMedNeXt(nnUNetTrainer):
     mednext_weight_decay: ClassVar[float] = 1e-4
     mednext_adam_eps: ClassVar[float] = 1e-4
     mednext_warmup_fraction: ClassVar[float] = 0.02
+    # False: no weight decay on norms, biases and layer scales; True: on every parameter (Roy et al.'s AdamW)
+    mednext_decay_norms_and_biases: ClassVar[bool] = False
     mednext_max_warmup_epochs: ClassVar[int] = 50
 
     def __init__(
@@ -95,6 +98,40 @@ class nnUNetTrainerMedNeXt(nnUNetTrainer):
             f"MedNeXt variant {self.mednext_variant}: gradient checkpointing {state} (set {CHECKPOINTING_ENV}=1/0 to "
             "change it)"
         )
+        if self.enable_deep_supervision:
+            weights = [round(float(w), 4) for w in getattr(self.loss, "weight_factors", ())]
+            extra = " (the last on the bottleneck, as Roy et al.)" if self._has_bottleneck_head() else ""
+            self.print_to_log_file(f"deep supervision: {len(weights)} outputs{extra}, loss weights {weights}")
+
+    def _unwrapped_network(self) -> nn.Module | None:
+        net = getattr(self, "network", None)
+        net = net.module if hasattr(net, "module") else net  # DDP
+        return getattr(net, "_orig_mod", net)  # torch.compile wrapper
+
+    def _has_bottleneck_head(self) -> bool:
+        """Whether the network returns Roy et al.'s extra deep-supervision output on the bottleneck."""
+        return bool(getattr(self._unwrapped_network(), "ds_bottleneck", False))
+
+    def _get_deep_supervision_scales(self) -> list | None:
+        """nnU-Net's scales (one per decoder stage), plus the bottleneck's when the network has that head."""
+        scales = super()._get_deep_supervision_scales()
+        if scales is not None and self._has_bottleneck_head():
+            strides = np.vstack(self.configuration_manager.pool_op_kernel_sizes)
+            scales = [*scales, list(1 / np.prod(strides, axis=0))]
+        return scales
+
+    def _build_loss(self) -> nn.Module:
+        """nnU-Net's loss; with the bottleneck head, Roy et al.'s weights ``2^-i`` over all ``n_stages`` outputs.
+
+        nnU-Net v2 gives its lowest-resolution output weight 0; the official MedNeXt trainer (nnU-Net v1 with a pool
+        list lengthened to 6 entries) weighted all five outputs 1, 1/2, ..., 1/16 (normalised), which is what a
+        network with the bottleneck head gets here.
+        """
+        loss = super()._build_loss()
+        if self.enable_deep_supervision and self._has_bottleneck_head():
+            weights = np.array([1 / 2**i for i in range(len(self._get_deep_supervision_scales()))])
+            loss.weight_factors = tuple(float(w) for w in weights / weights.sum())
+        return loss
 
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, WarmupPolyLR]:
         decay, no_decay = [], []
@@ -103,7 +140,8 @@ class nnUNetTrainerMedNeXt(nnUNetTrainer):
                 continue
             (no_decay if p.ndim <= 1 or name.endswith(".gamma") else decay).append(p)
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [{"params": decay, "weight_decay": self.weight_decay},
+             {"params": no_decay, "weight_decay": self.weight_decay if self.mednext_decay_norms_and_biases else 0.0}],
             lr=self.initial_lr,
             eps=self.mednext_adam_eps,
         )

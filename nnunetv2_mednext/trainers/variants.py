@@ -148,7 +148,8 @@ class Family:
     standalone: bool = True
 
 
-_V1 = "Roy et al. MedNeXt {size}, kernel {k} (AdamW lr 1e-3, eps 1e-4, weight decay 3e-5)."
+_V1 = ("Roy et al. MedNeXt {size}, kernel {k} (AdamW lr 1e-3, eps 1e-4, weight decay 3e-5 on every parameter, poly "
+       "decay without warm-up).")
 
 FAMILIES: tuple[Family, ...] = (
     Family("nnUNetTrainerMedNeXt", nnUNetTrainerMedNeXt, "Seed MedNeXt T (mednext_t), the default.",
@@ -162,7 +163,8 @@ FAMILIES: tuple[Family, ...] = (
     *(
         Family(f"nnUNetTrainerMedNeXtV1_{size}_k{k}", nnUNetTrainerMedNeXt, _V1.format(size=size, k=k),
                (("mednext_variant", f"mednextv1_{size.lower()}_k{k}"), ("mednext_lr", 1e-3),
-                ("mednext_weight_decay", 3e-5)), SHORT_LENGTHS)
+                ("mednext_weight_decay", 3e-5), ("mednext_warmup_fraction", 0.0),
+                ("mednext_decay_norms_and_biases", True)), SHORT_LENGTHS)
         for size in ("S", "B", "M", "L") for k in (3, 5)
     ),
     Family("nnUNetTrainerMedNeXtRefUNet", _RefUNet,
