@@ -114,9 +114,10 @@ PROFILES: dict[str, Profile] = {
     # CPU subset for CI: about a minute on two cores; compile traces with aot_eager (inductor's CPU code
     # generation alone takes minutes per network on one core)
     "quick": Profile(
-        "quick", {"3d_fullres": {"patch": [16] * 3, "batch_size": 1}, "2d": {"patch": [32, 32], "batch_size": 2}},
+        "quick", {"3d_fullres": {"patch": [16] * 3, "batch_size": 1}, "2d": {"patch": [32, 32], "batch_size": 2},
+                  "2d_stability": {"patch": [16, 16], "batch_size": 4}},
         (("3d_fullres", "fp32", False), ("3d_fullres", "bf16", False), ("2d", "fp32", False), ("2d", "bf16", False)),
-        1, 1, "2d", 20, "bf16",
+        1, 1, "2d_stability", 20, "bf16",
         "aot_eager", (("mednext_t", "2d"), ("mednextv1_l_k3", "2d")),
         ("mednext_t",), "3d_fullres", (24, 24, 24), 240.0,
         {"matrix": 90.0, "stability": 60.0, "compile": 60.0, "predictor": 30.0, "nnunet_train": 0.0},
@@ -805,7 +806,7 @@ def compile_section(profile: Profile, items: Sequence[tuple[str, str]], device: 
     return rows
 
 
-def nnunet_train_run(out_dir: Path, gpus: int, timeout_s: float) -> dict:
+def nnunet_train_run(out_dir: Path, gpus: int, timeout_s: float, device: str = "cuda") -> dict:
     """Stock ``nnUNetv2_train`` (``nnUNetTrainerMedNeXt_tiny``, fold 0) on a synthetic 3D dataset with ``gpus`` GPUs.
 
     The 1-GPU run compiles, as nnU-Net does by default on CUDA. The 2-GPU run keeps compile off: DDP with batch 1 per
@@ -820,10 +821,10 @@ def nnunet_train_run(out_dir: Path, gpus: int, timeout_s: float) -> dict:
                            "nnUNet_compile": compile_flag}
     t0 = time.perf_counter()
     try:
-        runner = NnUNetRunner(Path(tempfile.mkdtemp(prefix="mednext_doctor_train_")), device="cuda")
+        runner = NnUNetRunner(Path(tempfile.mkdtemp(prefix="mednext_doctor_train_")), device=device)
         make_synthetic_3d(runner.raw, 991, n_train=6, n_test=1, shape=(32, 64, 64))
         runner.plan_and_preprocess(991, ("3d_fullres",))
-        argv = [nnunet_command("nnUNetv2_train"), "991", "3d_fullres", "0", "-tr", trainer, "-device", "cuda",
+        argv = [nnunet_command("nnUNetv2_train"), "991", "3d_fullres", "0", "-tr", trainer, "-device", device,
                 "-num_gpus", str(gpus)]
         env = runner.env({"nnUNet_compile": compile_flag})
         res = gpu.run_guarded(argv, timeout_s - (time.perf_counter() - t0), env=env,
