@@ -87,7 +87,6 @@ class Profile:
     sections: dict[str, float]
 
 
-_ALL_3D = tuple((n, "3d_fullres") for n in NETS)
 PROFILES: dict[str, Profile] = {
     # one GPU, under 8 minutes: 3D plan 128^3 batch 2, 2D plan 256^2 batch 12 (nnU-Net's reference batch)
     "gpu": Profile(
@@ -96,9 +95,11 @@ PROFILES: dict[str, Profile] = {
         (("3d_fullres", "fp16", False), ("3d_fullres", "bf16", False), ("2d", "fp16", False),
          ("3d_fullres", "fp16", True), ("2d", "bf16", False), ("2d", "fp16", True)),
         2, 8, "3d_stability", 300, "fp16",
-        "inductor", (*_ALL_3D, ("mednext_t", "2d"), ("PlainConvUNet", "2d")),
-        tuple(NETS), "3d_fullres", (160, 192, 192), 450.0,
-        {"matrix": 120.0, "stability": 100.0, "compile": 150.0, "predictor": 40.0, "nnunet_train": 120.0},
+        "inductor", (("mednext_t", "3d_fullres"), ("mednextv1_l_k3", "3d_fullres"), ("PlainConvUNet", "3d_fullres"),
+                     ("mednextv1_s_k3", "3d_fullres"), ("mednext_t", "2d"), ("PlainConvUNet", "2d")),
+        tuple(NETS), "3d_fullres", (160, 192, 192), 420.0,
+        # with 2+ GPUs the matrix and compile sections give 40 s and 60 s to the DDP run (see run_check)
+        {"matrix": 150.0, "stability": 90.0, "compile": 130.0, "predictor": 40.0, "nnunet_train": 120.0},
     ),
     # CPU subset, full: about half an hour on two shared cores
     "cpu": Profile(
@@ -562,7 +563,9 @@ class Report:
     def attention(self) -> list[str]:
         out = [f"planner: {r['net']} {r['config']}: measured / estimate = {r['ratio']}"
                + (" (gradient checkpointing, not in the planner's model)" if r["checkpointing"] else "")
-               for r in self.planner if r.get("within_tolerance") is False]
+               for r in self.planner if r.get("within_tolerance") is False and r["net"] != "PlainConvUNet"]
+        out += [f"compile: {r['net']} {r['config']}: {r['status']}: {r.get('reason')}"
+                for r in self.compile if r.get("status") in ("timeout", "skipped")]
         out += [f"compile (warning only on CPU): {r['net']} {r['config']}: {r.get('reason')}"
                 for r in self.compile if r.get("status") == "fail" and r.get("warn_only")]
         return out
@@ -606,8 +609,11 @@ def environment(device: torch.device, profile: Profile, argv: Sequence[str]) -> 
 
 def run_check(profile: Profile, device: torch.device, out_dir: Path, argv: Sequence[str] = (),
               skip: Sequence[str] = (), nets: Sequence[str] | None = None, compile_request: str = "try",
-              log: Callable[[str], None] = print) -> Report:
-    """Run every section that fits in its budget and the run's; returns the report (``write_report`` writes it)."""
+              log: Callable[[str], None] = print, progress: Callable[[Report], None] | None = None) -> Report:
+    """Run every section that fits in its budget and the run's; returns the report (``write_report`` writes it).
+
+    ``progress(report)`` is called after each section (the command writes a partial report there, so a run that is
+    killed still leaves one)."""
     t_start = time.monotonic()
     deadline = t_start + profile.budget_s
     nets = [n for n in NETS if n in (nets or NETS)]
@@ -622,8 +628,18 @@ def run_check(profile: Profile, device: torch.device, out_dir: Path, argv: Seque
     def elapsed() -> str:
         return f"[{time.monotonic() - t_start:6.1f}s]"
 
+    sections = dict(profile.sections)
+    if device.type == "cuda" and torch.cuda.device_count() >= 2 and "nnunet_train" not in skip:
+        sections["matrix"] -= 40  # leave time for the 2-GPU nnUNetv2_train run at the end
+        sections["compile"] -= 60
+
     def section_deadline(name: str) -> float:
-        return min(time.monotonic() + profile.sections.get(name, 0.0), deadline)
+        return min(time.monotonic() + sections.get(name, 0.0), deadline)
+
+    def done(section: str) -> None:
+        report.meta.update(seconds=round(time.monotonic() - t_start, 1), last_section=section)
+        if progress is not None:
+            progress(report)
 
     if device.type != "cuda":
         report.skip("fp16 + GradScaler", "nnU-Net's CUDA AMP path (fp16 autocast + torch.amp.GradScaler) needs a "
@@ -651,6 +667,8 @@ def run_check(profile: Profile, device: torch.device, out_dir: Path, argv: Seque
                 row = _matrix_item(pm, net_name, config, device, amp, cl, None, profile)
                 report.matrix.append(row)
                 log(f"{elapsed()}   -> {_row_summary(row)}")
+
+    done("matrix")
 
     # 2. stability: many AMP steps on fresh learnable batches
     if "stability" in skip:
@@ -688,6 +706,7 @@ def run_check(profile: Profile, device: torch.device, out_dir: Path, argv: Seque
     # 3. planner memory model (from the matrix rows)
     report.planner = planner_rows(report.matrix, device.type)
     report.refit = refit_advice(report.planner, device.type)
+    done("stability and planner")
 
     # 4. torch.compile, in a child process under a timeout
     if "compile" in skip:
@@ -712,6 +731,8 @@ def run_check(profile: Profile, device: torch.device, out_dir: Path, argv: Seque
             for r in report.compile:
                 log(f"{elapsed()}   -> {r['net']} {r['config']}: {_row_summary(r)}")
 
+    done("compile")
+
     # 5. nnU-Net's predictor
     if "predictor" in skip:
         report.skip("predictor", "--skip predictor")
@@ -732,6 +753,8 @@ def run_check(profile: Profile, device: torch.device, out_dir: Path, argv: Seque
             report.predictor.append(row)
             log(f"{elapsed()}   -> {_row_summary(row)}")
 
+    done("predictor")
+
     # 6. the stock nnUNetv2_train (DDP with two GPUs)
     if "nnunet_train" in skip:
         report.skip("nnUNetv2_train", "--skip nnunet_train")
@@ -743,15 +766,16 @@ def run_check(profile: Profile, device: torch.device, out_dir: Path, argv: Seque
         if n < 2:
             report.skip("nnUNetv2_train -num_gpus 2 (DDP)", f"needs 2+ GPUs; {n} visible")
         left = deadline - time.monotonic()
-        if left < profile.sections["nnunet_train"]:
+        if left < sections["nnunet_train"]:
             report.skip("nnUNetv2_train on a synthetic dataset", f"time budget: {left:.0f} s left, needs about "
-                        f"{profile.sections['nnunet_train']:.0f} s")
+                        f"{sections['nnunet_train']:.0f} s (a larger --budget-s adds it)")
         else:
             gpus = min(n, 2)
             log(f"{elapsed()} nnUNetv2_train -num_gpus {gpus} (synthetic 3D dataset, _tiny)")
             report.nnunet_train.append(nnunet_train_run(out_dir, gpus, left))
             log(f"{elapsed()}   -> {_row_summary(report.nnunet_train[-1])}")
-    report.meta["seconds"] = round(time.monotonic() - t_start, 1)
+    report.meta["complete"] = True
+    done("nnunet_train")
     return report
 
 
@@ -866,6 +890,8 @@ def render_markdown(report: Report) -> str:
         f"`{m['command']}`, {m['date']}, {m['seconds']} s of a {m['budget_s']:.0f} s budget.",
         "",
     ]
+    if not m.get("complete"):
+        out += [f"**Partial report**: written after section '{m.get('last_section')}'; the run did not finish.", ""]
     if cpu:
         out += ["**CPU subset.** No CUDA device: fp16 + GradScaler, `torch.cuda.max_memory_allocated`, the CUDA "
                 "compile backend and DDP did not run (listed under *Skipped*). Timings on a shared CPU are "
@@ -970,7 +996,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto: CUDA when available, else the CPU subset")
     parser.add_argument("--quick", action="store_true", help="CPU subset at CI size (about a minute on 2 cores)")
     parser.add_argument("--budget-s", type=float, default=None,
-                        help="time budget in seconds (default: 450 GPU, 1500 CPU, 240 --quick); what does not fit is "
+                        help="time budget in seconds (default: 420 GPU, 2400 CPU, 240 --quick); what does not fit is "
                              "skipped and listed")
     parser.add_argument("--compile", choices=["try", "off"], default="try",
                         help="try: compile where inductor can run (CUDA; CPU with a C++ compiler), in a child process "
@@ -1001,7 +1027,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     print(f"device check: {'GPU ' + torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU subset'}, "
           f"profile {profile.name}, budget {profile.budget_s:.0f} s", flush=True)
     report = run_check(profile, device, out_dir, argv, args.skip, args.nets, args.compile,
-                       log=lambda s: print(s, flush=True))
+                       log=lambda s: print(s, flush=True), progress=lambda r: write_report(r, out_dir))
     js, md = write_report(report, out_dir)
     fails, attn = report.failures(), report.attention()
     print(f"\n{'FAIL' if fails else 'PASS'}: {len(fails)} failure(s), {len(attn)} attention, "
