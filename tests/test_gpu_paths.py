@@ -416,3 +416,18 @@ def test_doctor_quick_cpu_subset_end_to_end(tmp_path: Path) -> None:
 
     again = _doctor("--quick", "--out", "report", cwd=tmp_path)  # results are never overwritten silently
     assert again.returncode == 2 and "already holds a device check report" in again.stderr
+
+
+def test_synthetic_topology_follows_nnunets_default_planner() -> None:
+    from nnunetv2_mednext.plan_networks import plain_unet_arch_kwargs, synthetic_topology
+
+    t3 = synthetic_topology([128, 128, 128])  # nnU-Net: pool until the edge is 4, features capped at 320 in 3D
+    assert t3["n_stages"] == 6 and t3["features_per_stage"] == [32, 64, 128, 256, 320, 320]
+    assert t3["strides"] == [[1, 1, 1]] + [[2, 2, 2]] * 5 and t3["conv_op"].endswith("Conv3d")
+    t2 = synthetic_topology([256, 256])
+    assert t2["n_stages"] == 7 and t2["features_per_stage"][-1] == 512
+    kwargs, imports = plain_unet_arch_kwargs(t2)
+    assert kwargs["n_conv_per_stage_decoder"] == [2] * 6 and kwargs["norm_op"].endswith("InstanceNorm2d")
+    assert set(imports) == {"conv_op", "norm_op", "dropout_op", "nonlin"}
+    with pytest.raises(ValueError, match="2 or 3 axes"):
+        synthetic_topology([64])
