@@ -53,11 +53,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from nnunetv2_mednext.networks import get_seg_variant
+from nnunetv2_mednext.plan_networks import PLAIN_CLASS, plain_unet_arch_kwargs, synthetic_topology
+from nnunetv2_mednext.plan_networks import saved_tensor_bytes as shared_saved_tensor_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 MEDNEXT_CLASS = "nnunetv2_mednext.networks.segmentation.MedNeXtUNet"
-PLAIN_CLASS = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
 OURS = ("mednext_t", "mednextv1_s_k3")
 BASELINE = "nnU-Net PlainConvUNet"
 GOALS = {"params": 0.25, "macs": 0.5, "train": 1.0}  # default 2D seed net vs PlainConvUNet, ratio at most
@@ -75,34 +76,12 @@ PLANS = {
 
 def plan_topology(plan: str) -> dict:
     p = PLANS[plan]
-    dims, n = len(p["patch"]), p["n_stages"]
-    return {
-        "n_stages": n,
-        "features_per_stage": [min(32 * 2**i, p["max_features"]) for i in range(n)],
-        "conv_op": f"torch.nn.modules.conv.Conv{dims}d",
-        "kernel_sizes": [[3] * dims] * n,
-        "strides": [[1] * dims] + [[2] * dims] * (n - 1),
-    }
+    return synthetic_topology(p["patch"], p["n_stages"], p["max_features"])
 
 
 def plain_arch_kwargs(plan: str) -> tuple[dict, list[str]]:
     """nnU-Net's default ``PlainConvUNet`` arch_kwargs for the plan (as ``nnUNetPlanner`` writes them)."""
-    topo = plan_topology(plan)
-    dims = len(PLANS[plan]["patch"])
-    n = topo["n_stages"]
-    kwargs = {
-        **topo,
-        "n_conv_per_stage": [2] * n,
-        "n_conv_per_stage_decoder": [2] * (n - 1),
-        "conv_bias": True,
-        "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{dims}d",
-        "norm_op_kwargs": {"eps": 1e-5, "affine": True},
-        "dropout_op": None,
-        "dropout_op_kwargs": None,
-        "nonlin": "torch.nn.LeakyReLU",
-        "nonlin_kwargs": {"inplace": True},
-    }
-    return kwargs, ["conv_op", "norm_op", "dropout_op", "nonlin"]
+    return plain_unet_arch_kwargs(plan_topology(plan))
 
 
 def build(name: str, plan: str, in_ch: int, classes: int) -> nn.Module:
@@ -222,23 +201,14 @@ class Runner:
 
 def saved_tensor_bytes(runner: Runner) -> int:
     """Bytes of the distinct storages autograd saves for backward in one training forward (CPU memory measure)."""
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        try:
-            storage = t.untyped_storage()
-            seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
-        except (RuntimeError, NotImplementedError):
-            pass
-        return t
-
-    params = {p.untyped_storage().data_ptr() for p in runner.net.parameters()}
     runner.net.train()
     set_deep_supervision(runner.net, True)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), runner._autocast():
-        loss = ds_loss(runner.net(runner.x), runner.targets)
-    del loss
-    return sum(b for ptr, b in seen.items() if ptr not in params)
+
+    def forward() -> torch.Tensor:
+        with runner._autocast():
+            return ds_loss(runner.net(runner.x), runner.targets)
+
+    return shared_saved_tensor_bytes(forward, list(runner.net.parameters()))
 
 
 @dataclass

@@ -11,23 +11,12 @@ from __future__ import annotations
 import torch
 
 from nnunetv2_mednext.networks import create_model, reference_topology
+from nnunetv2_mednext.plan_networks import saved_tensor_bytes
 
 
 def saved_bytes(net: torch.nn.Module, x: torch.Tensor) -> int:
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        try:
-            key = t.untyped_storage().data_ptr()
-            seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
-        except (RuntimeError, NotImplementedError):
-            pass
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = net(x)
-    del out
-    return sum(seen.values())
+    """Bytes autograd saves for backward in one forward (parameters included, as the calibration always did)."""
+    return saved_tensor_bytes(lambda: net(x))
 
 
 def main() -> None:

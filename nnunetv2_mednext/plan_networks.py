@@ -1,0 +1,133 @@
+"""Synthetic nnU-Net plans and the networks nnU-Net builds from them (shared by the benchmarks and the device check).
+
+A plan here is what nnU-Net's default planner writes for an isotropic patch: pool by 2 on every axis until the
+feature map edge reaches 4, features 32 doubling up to 320 (3D) or 512 (2D), and nnU-Net's ``PlainConvUNet``
+architecture. MedNeXt trainers take the topology from such a plan exactly as they do from a real one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+PLAIN_CLASS = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
+
+
+def synthetic_topology(patch: Sequence[int], n_stages: int | None = None, max_features: int | None = None) -> dict:
+    """Stages, features, kernels and strides nnU-Net's planner gives an isotropic ``patch`` (edge 4 at the bottom)."""
+    dims = len(patch)
+    if dims not in (2, 3):
+        raise ValueError(f"patch must have 2 or 3 axes, got {list(patch)}")
+    if n_stages is None:
+        n_stages = 1 + max(0, math.floor(math.log2(min(patch) / 4)))
+    cap = max_features if max_features is not None else (320 if dims == 3 else 512)
+    return {
+        "n_stages": n_stages,
+        "features_per_stage": [min(32 * 2**i, cap) for i in range(n_stages)],
+        "conv_op": f"torch.nn.modules.conv.Conv{dims}d",
+        "kernel_sizes": [[3] * dims] * n_stages,
+        "strides": [[1] * dims] + [[2] * dims] * (n_stages - 1),
+    }
+
+
+def plain_unet_arch_kwargs(topology: dict) -> tuple[dict, list[str]]:
+    """nnU-Net's default ``PlainConvUNet`` ``arch_kwargs`` (and the keys to import) for a topology."""
+    dims = len(topology["strides"][0])
+    n = topology["n_stages"]
+    kwargs = {
+        **topology,
+        "n_conv_per_stage": [2] * n,
+        "n_conv_per_stage_decoder": [2] * (n - 1),
+        "conv_bias": True,
+        "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{dims}d",
+        "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+        "dropout_op": None,
+        "dropout_op_kwargs": None,
+        "nonlin": "torch.nn.LeakyReLU",
+        "nonlin_kwargs": {"inplace": True},
+    }
+    return kwargs, ["conv_op", "norm_op", "dropout_op", "nonlin"]
+
+
+def synthetic_plans(configurations: dict[str, dict], num_classes: int = 3,
+                    dataset_name: str = "Dataset999_DeviceCheck") -> tuple[dict, dict]:
+    """An nnU-Net plans dict (``PlainConvUNet`` architecture) and its ``dataset.json`` for synthetic shapes.
+
+    ``configurations`` maps a name (``3d_fullres``, ``2d``) to ``{"patch": [...], "batch_size": int}`` and
+    optionally ``n_stages``. Labels are background plus ``num_classes - 1`` foreground classes, one input channel.
+    """
+    configs = {}
+    for name, spec in configurations.items():
+        patch = [int(p) for p in spec["patch"]]
+        topo = synthetic_topology(patch, spec.get("n_stages"))
+        kwargs, imports = plain_unet_arch_kwargs(topo)
+        resample = {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None}
+        configs[name] = {
+            "data_identifier": f"nnUNetPlans_{name}",
+            "preprocessor_name": "DefaultPreprocessor",
+            "batch_size": int(spec["batch_size"]),
+            "patch_size": patch,
+            "median_image_size_in_voxels": [2 * p for p in patch],
+            "spacing": [1.0] * len(patch),
+            "normalization_schemes": ["ZScoreNormalization"],
+            "use_mask_for_norm": [False],
+            "resampling_fn_data": "resample_data_or_seg_to_shape",
+            "resampling_fn_seg": "resample_data_or_seg_to_shape",
+            "resampling_fn_data_kwargs": resample,
+            "resampling_fn_seg_kwargs": {**resample, "is_seg": True, "order": 1},
+            "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+            "resampling_fn_probabilities_kwargs": {**resample, "order": 1},
+            "architecture": {"network_class_name": PLAIN_CLASS, "arch_kwargs": kwargs, "_kw_requires_import": imports},
+            "batch_dice": name.startswith("3d"),
+        }
+    plans = {
+        "dataset_name": dataset_name,
+        "plans_name": "nnUNetPlans",
+        "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
+        "original_median_shape_after_transp": [256, 256, 256],
+        "image_reader_writer": "SimpleITKIO",
+        "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2],
+        "configurations": configs,
+        "experiment_planner_used": "ExperimentPlanner",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {
+            "0": {"max": 4.0, "mean": 0.0, "median": 0.0, "min": -4.0, "percentile_00_5": -2.6,
+                  "percentile_99_5": 2.6, "std": 1.0}
+        },
+    }
+    labels = {"background": 0, **{f"class{i}": i for i in range(1, num_classes)}}
+    dataset_json = {"channel_names": {"0": "synthetic"}, "labels": labels, "numTraining": 0, "file_ending": ".nii.gz",
+                    "name": dataset_name}
+    return plans, dataset_json
+
+
+def saved_tensor_bytes(forward: Callable[[], Any], exclude: Sequence[torch.Tensor] = ()) -> int:
+    """Bytes of the distinct storages autograd saves for backward while ``forward()`` runs (CPU memory measure).
+
+    Storages of ``exclude`` (usually the parameters) are not counted: the result is the activation memory of a step.
+    """
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        try:
+            storage = t.untyped_storage()
+            seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
+        except (RuntimeError, NotImplementedError):
+            pass
+        return t
+
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = forward()
+    del out
+    return sum(b for ptr, b in seen.items() if ptr not in skip)
+
+
+def count_params(net: nn.Module) -> int:
+    """Parameters, each shared tensor counted once."""
+    return sum(p.numel() for p in {id(p): p for p in net.parameters()}.values())
