@@ -51,7 +51,7 @@ def test_synthetic_three_classes_are_learned(tmp_path: Path):
     # validation only at the end (val_every = epochs): per-epoch validation doubled this test's time
     cfg = TrainConfig(model="mednext_cls_t", model_kwargs={"dims": (16, 32, 64, 128), "depths": (1, 1, 1, 1),
                                                            "drop_path_rate": 0.0},
-                      input_size=32, epochs=24, batch_size=16, lr=3e-3, warmup_epochs=1, val_every=24, quiet=True)
+                      input_size=32, epochs=40, batch_size=16, lr=3e-3, warmup_epochs=1, val_every=40, quiet=True)
     result = train_folds(prep, tmp_path / "run", cfg, folds=[0])
     m = result["folds"][0]
     assert m["n"] == 60 and m["evaluated_on"] == "val"

@@ -58,12 +58,21 @@ def test_every_trainer_named_in_readme_exists() -> None:
 @pytest.mark.slow
 def test_quickstart_demo_runs_end_to_end(tmp_path: Path) -> None:
     """The README's demo command (shortened budget): stock plan -> train -> predict -> evaluate for both trainers."""
-    cmd = [sys.executable, "-m", "nnunetv2_mednext", "demo", "--workdir", str(tmp_path), "--epochs", "1",
+    # a relative --workdir, as README shows it (the nnU-Net commands run inside it: paths must not nest)
+    cmd = [sys.executable, "-m", "nnunetv2_mednext", "demo", "--workdir", "demo", "--epochs", "1",
            "--iters", "3", "--val-iters", "1", "--n-train", "6"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    tmp_path = tmp_path / "demo"
+    assert not (tmp_path / "demo").exists()
     rows = json.loads((tmp_path / "demo_results.json").read_text())
-    assert [r["trainer"] for r in rows] == ["nnUNetTrainerMedNeXt_budget", "nnUNetTrainerMedNeXtRefUNet_budget"]
+    assert [r["trainer"] for r in rows] == ["nnUNetTrainerMedNeXt_budget", "nnUNetTrainerMedNeXtRefUNet_budget",
+                                            "nnUNetTrainerMedNeXtRecipeUNet_budget"]
+    steps = [ln for ln in proc.stdout.splitlines() if ln.startswith("[")]
+    assert [ln.split()[0].lstrip("[") for ln in steps] == [f"{i}/11" for i in range(1, 12)]  # one count, no restart
+    assert any(ln.strip().startswith("train_loss") for ln in proc.stdout.splitlines())  # epochs shown as they run
+    log = (tmp_path / "logs" / "train_nnUNetTrainerMedNeXt_budget_2d_0.log").read_text()
+    assert "# export nnUNet_raw=" in log and "# export NNUNETV2_MEDNEXT_BUDGET=1,3,1" in log
     for r in rows:
         assert 0.0 <= r["dice_mean"] <= 1.0 and r["params_M"] > 0
     # parameter counts equal the networks rebuilt from the plans (nnU-Net's U-Net state dict lists shared tensors
@@ -76,8 +85,8 @@ def test_quickstart_demo_runs_end_to_end(tmp_path: Path) -> None:
     arch = cfg.network_arch_class_name, cfg.network_arch_init_kwargs, cfg.network_arch_init_kwargs_req_import
     unet = get_network_from_plans(*arch, 1, 3, deep_supervision=True)
     mednext = TRAINERS["nnUNetTrainerMedNeXt_budget"].build_network_architecture(plans, cfg, 1, 3, True)
-    for r, net in zip(rows, (mednext, unet)):
+    for r, net in zip(rows, (mednext, unet, unet)):
         assert r["params_M"] == round(sum(p.numel() for p in net.parameters()) / 1e6, 3)
     assert "| nnUNetTrainerMedNeXt_budget |" in (tmp_path / "demo_results.md").read_text()
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # results are never overwritten
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path.parent)  # never overwritten
     assert again.returncode == 2 and "already holds demo results" in again.stderr and "Traceback" not in again.stderr
