@@ -124,3 +124,24 @@ def test_every_trainer_applies_the_thread_setting() -> None:
 
     for name, cls in TRAINERS.items():
         assert issubclass(cls, nnUNetTrainerMedNeXt) != issubclass(cls, _RefUNet), name
+
+
+def test_seed_from_env_makes_networks_and_sampling_repeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from nnunetv2_mednext.trainers.seeding import SEED_ENV, seed_from_env
+
+    cfg = _config([64, 64], [[1, 1], [2, 2], [2, 2], [2, 2]])
+    monkeypatch.delenv(SEED_ENV, raising=False)
+    assert seed_from_env() is None
+    draws = []
+    for seed in ("7", "7", "8"):
+        monkeypatch.setenv(SEED_ENV, seed)
+        assert seed_from_env() == int(seed)
+        net = nnUNetTrainerMedNeXt.build_network_architecture(None, cfg, 1, 2, True)
+        draws.append((next(net.parameters()).detach().clone(), np.random.rand()))
+    assert torch.equal(draws[0][0], draws[1][0]) and draws[0][1] == draws[1][1]
+    assert not torch.equal(draws[0][0], draws[2][0])
+    monkeypatch.setenv(SEED_ENV, "seven")
+    with pytest.raises(MedNeXtUserError, match=f"{SEED_ENV}='seven' is not valid; fix"):
+        seed_from_env()

@@ -15,6 +15,7 @@ from nnunetv2_mednext.friendly_errors import check_predict_command_inputs
 
 from .network_from_plans import build_mednext_from_plans
 from .schedule import WarmupPolyLR
+from .seeding import seed_from_env
 from .threads import apply_thread_env
 
 CHECKPOINTING_ENV = "NNUNETV2_MEDNEXT_CHECKPOINTING"
@@ -57,6 +58,7 @@ class nnUNetTrainerMedNeXt(nnUNetTrainer):
         self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = torch.device("cuda")
     ) -> None:
         checkpointing_from_env(os.environ.get(CHECKPOINTING_ENV))  # a bad setting fails before nnU-Net writes a log
+        seed_from_env()
         super().__init__(plans, configuration, fold, dataset_json, device)
         apply_thread_env(self.device)
         self.initial_lr = self.mednext_lr

@@ -25,6 +25,7 @@ from nnunetv2_mednext.errors import MedNeXtUserError
 from nnunetv2_mednext.friendly_errors import check_predict_command_inputs
 
 from .base import nnUNetTrainerMedNeXt
+from .seeding import seed_from_env
 from .threads import apply_thread_env
 
 BUDGET_ENV = "NNUNETV2_MEDNEXT_BUDGET"
@@ -125,6 +126,7 @@ class _RefUNet(nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = _CUDA) -> None:
+        seed_from_env()
         super().__init__(plans, configuration, fold, dataset_json, device)
         apply_thread_env(self.device)
 
