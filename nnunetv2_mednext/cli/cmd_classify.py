@@ -65,13 +65,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("-o", "--out", required=True, help="output folder of the run")
     t.add_argument("--fold", type=int, action="append", help="train only this fold (repeatable; default all)")
     t.add_argument("--model", default="mednext_cls_t",
-                   help="mednext_cls_t|s|b, or resnet18|resnet34|resnet50 (torchvision, from scratch)")
+                   help="mednext_cls_t|s|b, or any timm model name (resnet18, convnext_atto, efficientnet_b0, ...), "
+                        "randomly initialised")
     t.add_argument("--model-kwargs", default="{}", metavar="JSON",
-                   help='network overrides, e.g. \'{"dims": [16, 32, 64, 128], "depths": [1, 1, 1, 1]}\'')
+                   help='network keyword arguments, e.g. \'{"dims": [16, 32, 64, 128], "depths": [1, 1, 1, 1]}\' '
+                        'or \'{"drop_path_rate": 0.1}\' for timm models ({"pretrained": true} needs timm\'s download)')
     t.add_argument("--input-size", type=int, default=224, help="square input side in pixels")
     t.add_argument("--channels", choices=("auto", "grey", "rgb"), default="auto",
                    help="network input: auto = grey when every image is grey (also grey stored as RGB)")
     t.add_argument("--epochs", type=int, default=100)
+    t.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="train each fold for about SECONDS instead of --epochs: the epochs are fixed from a short "
+                        "timed pilot (equal wall-clock comparisons of models)")
     t.add_argument("--batch-size", type=int, default=32, help="per process")
     t.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (AdamW)")
     t.add_argument("--min-lr", type=float, default=1e-6)
@@ -202,17 +207,16 @@ def _train(args: argparse.Namespace) -> int:
         raise MedNeXtUserError(f"--model-kwargs is not a JSON object ({e}); fix: e.g. '{{\"dims\": [16, 32, 64, 128]}}'") from None
     config = TrainConfig(
         model=args.model, model_kwargs=model_kwargs, input_size=args.input_size, channels=args.channels,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay,
-        warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, balance=args.balance,
+        epochs=args.epochs, time_budget=args.time_budget, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
+        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, balance=args.balance,
         augment=args.augment, color_jitter=args.color_jitter, grad_clip=args.grad_clip, seed=args.seed,
         workers=args.workers, device=args.device, amp=args.amp, channels_last=args.channels_last,
         val_every=args.val_every, report_checkpoint=args.report_checkpoint, cache_images=args.cache_images,
         quiet=args.quiet,
     ).validate()
-    from nnunetv2_mednext.classification.models import available_models
+    from nnunetv2_mednext.classification.models import model_source
 
-    if config.model not in available_models():
-        raise MedNeXtUserError(f"unknown classifier {config.model!r}; fix: use one of {', '.join(available_models())}")
+    model_source(config.model)  # an unknown name stops here, with close matches
     con = Console(quiet=args.quiet)
     data, layout_splits, _ = _resolve_data(args, args.out, con)
     # everything that can fail on the data happens here, before any training starts
