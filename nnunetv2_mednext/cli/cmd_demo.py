@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-train", type=int, default=16, help="synthetic training cases (default 16)")
     parser.add_argument("--size", type=int, default=64, help="image size in pixels (default 64)")
     parser.add_argument("--trainers", nargs="+", default=None, help="trainers to compare (default: MedNeXt and nnU-Net's U-Net)")
+    parser.add_argument("--baselines", nargs="+", default=[], choices=("resenc",),
+                        help="extra rows: resenc = nnU-Net's ResEnc-M preset (planner nnUNetPlannerResEncM, plans "
+                             "nnUNetResEncUNetMPlans), nnU-Net's recipe, same budget")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier demo results in --workdir")
 
 
@@ -33,5 +36,5 @@ def run(args: argparse.Namespace) -> int:
         raise MedNeXtUserError(f"--size must be a multiple of 32 (the U-Nets downsample 5 times), got {args.size}")
     workdir = args.workdir or tempfile.mkdtemp(prefix="mednext_demo_")
     run_demo(workdir, args.epochs, args.iters, args.val_iters, args.n_train, 4, args.size,
-             args.trainers or DEFAULT_TRAINERS, args.overwrite)
+             args.trainers or DEFAULT_TRAINERS, args.overwrite, baselines=args.baselines)
     return 0
