@@ -50,13 +50,6 @@ def model_source(name: str) -> str:
                            "name such as resnet18, convnext_atto, efficientnet_b0")
 
 
-def available_models(pattern: str = "*") -> list[str]:
-    """MedNeXt classifiers, then the timm models matching ``pattern`` (imports timm)."""
-    import fnmatch
-
-    return [n for n in _mednext_models() if fnmatch.fnmatch(n, pattern)] + _timm().list_models(pattern)
-
-
 def build_classifier(name: str, in_chans: int, num_classes: int, **kwargs: Any) -> nn.Module:
     """A classifier ``(B, in_chans, H, W) -> (B, num_classes)`` logits."""
     pretrained = bool(kwargs.pop("pretrained", False))
