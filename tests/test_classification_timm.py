@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from nnunetv2_mednext.classification.console import Console
 from nnunetv2_mednext.classification.models import build_classifier, check_input, model_source
 from nnunetv2_mednext.classification.prepare import prepare
 from nnunetv2_mednext.classification.synthetic import make_shapes_dataset
-from nnunetv2_mednext.classification.trainer import train_folds
+from nnunetv2_mednext.classification.trainer import _earlier_budget, train_folds
 from nnunetv2_mednext.errors import MedNeXtUserError
 
 TINY = {"dims": (8, 16, 24, 32), "depths": (1, 1, 1, 1), "drop_path_rate": 0.0}
@@ -147,6 +148,13 @@ def test_time_budget_shorter_than_an_epoch_and_resume(prepared, tmp_path: Path):
     res = train_folds(prepared, tmp_path / "cut", cfg, folds=[0], resume=True, console=Console(quiet=True))
     assert json.loads((tmp_path / "cut" / "config.json").read_text())["time_budget"] == first
     assert res["folds"][0]["epochs"] == first["epochs"]
+    # the other fold, trained later into the same folder, gets the same epochs; other settings time again
+    other = train_folds(prepared, tmp_path / "cut", cfg, folds=[1], console=Console(quiet=True))
+    assert other["folds"][1]["epochs"] == first["epochs"]
+    assert json.loads((tmp_path / "cut" / "config.json").read_text())["time_budget"] == first
+    assert _earlier_budget(tmp_path / "cut", replace(cfg, epochs=7, quiet=True)) == first
+    assert _earlier_budget(tmp_path / "cut", replace(cfg, batch_size=4)) is None
+    assert _earlier_budget(tmp_path / "cut", replace(cfg, time_budget=6.0)) is None
 
 
 def test_busi_benchmark_runs_every_model_at_equal_wall_clock(tmp_path: Path):

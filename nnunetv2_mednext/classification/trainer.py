@@ -413,12 +413,16 @@ def write_predictions(path: str | os.PathLike, paths: Sequence[str], probs: np.n
 
 
 def _earlier_budget(out_dir: Path, config: TrainConfig) -> dict | None:
-    """The epochs an interrupted ``--time-budget`` run chose (``config.json``), so ``--resume`` does not re-time."""
+    """The pilot result of an earlier ``--time-budget`` run in ``out_dir`` with the same settings (``config.json``),
+    so ``--resume`` and later ``--fold`` runs train the epochs chosen before instead of timing again."""
     path = out_dir / "config.json"
     if not path.is_file():
         return None
-    budget = json.loads(path.read_text()).get("time_budget")
-    return budget if budget and budget.get("budget_s") == config.time_budget else None
+    stored = json.loads(path.read_text())
+    now = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as stored
+    same = all(stored.get("config", {}).get(k) == v for k, v in now.items() if k not in ("epochs", "quiet"))
+    budget = stored.get("time_budget")
+    return budget if same and budget else None
 
 
 def check_resume_config(out_dir: Path, config: TrainConfig, class_names: list[str]) -> None:
@@ -479,7 +483,7 @@ def train_folds(
         trainer = FoldTrainer(prepared, cache, config, meta, out, ctx, console)
         budget = None
         if config.time_budget:
-            budget = _earlier_budget(out, config) if resume else None
+            budget = _earlier_budget(out, config)
             if budget is None:
                 budget = trainer.pilot(folds[0], prepared.splits["_positions"][folds[0]], config.time_budget)
             config = replace(config, epochs=int(budget["epochs"]))
