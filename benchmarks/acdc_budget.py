@@ -292,7 +292,8 @@ def write_results(args: argparse.Namespace, steps: list[Step], base_env: dict[st
         + ".",
         f"- Machine: {platform.machine()} CPU, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"torch {torch.__version__}, no GPU.", "",
-        "## Commands", "", "Environment for every command:", "", "```bash", f"export {env_line}", "```", "",
+        "## Commands", "", "Environment for every command (`$WORK` is the `--work` folder):", "", "```bash",
+        f"export {env_line}", "```", "",
         "```bash", *[s.shell() for s in steps], "```", "",
         "| Step | Wall time (s) |", "|---|---|",
         *[f"| {s.name} | {s.seconds:.0f} |" for s in steps if s.seconds is not None], "",
@@ -316,11 +317,17 @@ def write_results(args: argparse.Namespace, steps: list[Step], base_env: dict[st
               "here with each other, not with those tables.", ""]
     lines += _full_length_lines(args)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
+    out.write_text(portable("\n".join(lines), paths["work"]))
     print(f"wrote {out}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def portable(text: str, work: Path) -> str:
+    """The report without this machine's absolute paths: the work folder as ``$WORK``, the repository's parent
+    (where ``shared/`` lives) as ``..``."""
+    return text.replace(str(work), "$WORK").replace(str(REPO.parent) + os.sep, "../")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", default=str(DEFAULT_SOURCE), help="ACDC SSL4MIS HDF5 folder")
     p.add_argument("--work", default="/tmp/nnunetv2_mednext_acdc_budget", help="work dir for nnU-Net's folders")
@@ -347,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     parts = args.budget.split(",")
     if len(parts) != 3 or not all(x.isdigit() and int(x) > 0 for x in parts):
         p.error(f"--budget {args.budget!r}: use EPOCHS,ITERS,VAL_ITERS with positive integers")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     steps, base_env, paths = build_steps(args)
     if args.dry_run:
         print("# environment")

@@ -256,6 +256,30 @@ def test_budget_report_per_iteration_and_gpu_sections(tmp_path: Path) -> None:
     assert "nnUNetv2_train 802 2d 0 -tr nnUNetTrainer -p nnUNetResEncUNetMPlans" in resenc
 
 
+def test_budget_report_has_no_absolute_paths_and_names_each_rows_plans(tmp_path: Path) -> None:
+    mod = _load_budget_script()
+    work = tmp_path / "work"
+    args = mod.parse_args(["--work", str(work), "--budget", "1,2,1", "--resenc", "--source",
+                           str(REPO.parent / "shared" / "data" / "acdc_ssl4mis_h5")])
+    steps, base_env, paths = mod.build_steps(args)
+    for step in steps:
+        step.seconds = 1.0
+    pre = work / "nnUNet_preprocessed" / "Dataset802_ACDC"
+    pre.mkdir(parents=True)
+    for plans, net in (("nnUNetPlans", "PlainConvUNet"), ("nnUNetResEncUNetMPlans", "ResidualEncoderUNet")):
+        cfg = {"patch_size": [256, 224], "batch_size": 14, "spacing": [1.5, 1.5],
+               "architecture": {"network_class_name": f"dynamic_network_architectures.architectures.unet.{net}"}}
+        (pre / f"{plans}.json").write_text(json.dumps({"configurations": {"2d": cfg}}))
+    out = tmp_path / "results.md"
+    mod.write_results(args, steps, base_env, paths, out)
+    text = out.read_text()
+    assert str(tmp_path) not in text and str(REPO.parent) not in text
+    assert "export nnUNet_raw=$WORK/nnUNet_raw" in text and "../shared/data/acdc_ssl4mis_h5" in text
+    assert "`nnUNetResEncUNetMPlans`: patch [256, 224], batch 14, spacing [1.5, 1.5], network ResidualEncoderUNet" in text
+    assert "nnU-Net ResEnc-M: `nnUNetTrainerMedNeXtRefUNet_budget` on `nnUNetResEncUNetMPlans`" in text
+    assert "| train nnUNetTrainerMedNeXtRecipeUNet_budget__nnUNetResEncUNetMPlans | 1 |" in text
+
+
 def _readme_commands() -> list[str]:
     text = (REPO / "README.md").read_text()
     m = re.search(r"<!-- section:protocols -->(.*?)<!-- /section:protocols -->", text, re.S)
