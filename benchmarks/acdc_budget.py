@@ -2,15 +2,22 @@
 
 A third model, nnU-Net's U-Net trained with the MedNeXt recipe (``nnUNetTrainerMedNeXtRecipeUNet_budget``), tells
 the network's share of a difference from the optimiser's; ``--no-recipe-control`` leaves it out (a third shorter).
+``--resenc`` adds nnU-Net's residual-encoder preset ResEnc-M (planner ``nnUNetPlannerResEncM``, plans
+``nnUNetResEncUNetMPlans``, the default nnU-Net recommends since 2.4), trained with nnU-Net's recipe and with the
+MedNeXt recipe: the same two trainers, which build whatever network the plans name.
+
+A row of the comparison is a trainer plus a plans identifier (``ROWS``; ``--rows`` picks them by key), so each row
+names the plan it used, and a new baseline is one entry.
 
 Steps, each a stock command in a subprocess (nnU-Net finds our trainers through the package's start-up hook):
 
 1. ``nnunetv2-mednext convert acdc <source> --write-splits`` (SSL4MIS HDF5 copy; fold 0 = train 70 / val 10 patients);
-2. ``nnUNetv2_plan_and_preprocess -d ID -c 2d -npfp 1 -np 1 -gpu_memory_target 2`` (same plans for both trainers;
-   the small memory target keeps the batch at a size both networks can train in CPU RAM);
-3. per trainer (``nnUNetTrainerMedNeXtRefUNet_budget``, ``nnUNetTrainerMedNeXtRecipeUNet_budget``,
-   ``nnUNetTrainerMedNeXt_budget``):
-   ``nnUNetv2_train ID 2d 0 -tr NAME -device cpu`` with ``NNUNETV2_MEDNEXT_BUDGET=EPOCHS,ITERS,VAL_ITERS``,
+2. ``nnUNetv2_plan_and_preprocess -d ID -c 2d -npfp 1 -np 1 -gpu_memory_target 2`` (same plans for the U-Net and
+   MedNeXt rows; the small memory target keeps the batch at a size both networks can train in CPU RAM), and with
+   ``--resenc`` the same with ``-pl nnUNetPlannerResEncM`` (same memory target);
+3. per row (``nnUNetTrainerMedNeXtRefUNet_budget``, ``nnUNetTrainerMedNeXtRecipeUNet_budget``,
+   ``nnUNetTrainerMedNeXt_budget`` on ``nnUNetPlans``; the first two again on ``nnUNetResEncUNetMPlans``):
+   ``nnUNetv2_train ID 2d 0 -tr NAME -p PLANS -device cpu`` with ``NNUNETV2_MEDNEXT_BUDGET=EPOCHS,ITERS,VAL_ITERS``,
    ``nnUNetv2_predict`` on the 20 test patients (40 volumes) into ``fold_0/test_predictions`` (timed:
    ``inference_time.json``), ``nnunetv2-mednext evaluate`` (mm and TransUNet rules);
 4. ``nnunetv2-mednext compare`` on the test predictions, then ``docs/results.md`` with the exact commands.
@@ -19,6 +26,7 @@ Usage::
 
     python benchmarks/acdc_budget.py --dry-run            # print the commands only
     python benchmarks/acdc_budget.py --budget 4,50,2      # the docs/results.md run (about 100 min on 2 CPU cores)
+    python benchmarks/acdc_budget.py --budget 4,50,2 --resenc   # plus the two ResEnc-M rows
     python benchmarks/acdc_budget.py --budget 1,2,1 --max-patients 2 --work /tmp/acdc_smoke   # smoke test
 
 All nnU-Net folders live under ``--work`` (checkpoints are large; keep it out of git). The environment is
@@ -39,28 +47,66 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
+
+from nnunetv2_mednext.pipeline import PLANNER_FOR_PLANS
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "acdc_ssl4mis_h5"
-# (trainer, name in the comparison, what it is)
-MODELS = (
-    ("nnUNetTrainerMedNeXtRefUNet_budget", "nnU-Net 2D U-Net",
-     "nnU-Net's default trainer and PlainConvUNet from `nnUNetPlans` (SGD, lr 1e-2, poly)"),
-    ("nnUNetTrainerMedNeXtRecipeUNet_budget", "U-Net (MedNeXt recipe)",
-     "the same PlainConvUNet trained with the MedNeXt recipe (AdamW, lr 3e-3, warm-up, poly): the control that "
-     "separates network from optimiser"),
-    ("nnUNetTrainerMedNeXt_budget", "MedNeXt (seed, T)", "seed MedNeXt-T on the same plans, with its recipe"),
-)
-RECIPE_CONTROL = MODELS[1][0]
 
-PLANS, CONFIG, FOLD = "nnUNetPlans", "2d", 0
+
+class Row(NamedTuple):
+    """One model of the comparison: a trainer on a plans identifier."""
+
+    key: str
+    trainer: str
+    plans: str
+    name: str
+    what: str
+
+    @property
+    def model(self) -> str:
+        """nnU-Net's results folder name ``Trainer__Plans__configuration``."""
+        return f"{self.trainer}__{self.plans}__{CONFIG}"
+
+    @property
+    def slug(self) -> str:
+        """Unique per row (a trainer may run on several plans): step names, evaluation folders."""
+        return self.trainer if self.plans == PLANS else f"{self.trainer}__{self.plans}"
+
+
+PLANS, RESENC_PLANS, CONFIG, FOLD = "nnUNetPlans", "nnUNetResEncUNetMPlans", "2d", 0
+REF_TRAINER, RECIPE_TRAINER = "nnUNetTrainerMedNeXtRefUNet_budget", "nnUNetTrainerMedNeXtRecipeUNet_budget"
+ROWS = {r.key: r for r in (
+    Row("unet", REF_TRAINER, PLANS, "nnU-Net 2D U-Net",
+        "nnU-Net's default trainer and PlainConvUNet from `nnUNetPlans` (SGD, lr 1e-2, poly)"),
+    Row("unet_recipe", RECIPE_TRAINER, PLANS, "U-Net (MedNeXt recipe)",
+        "the same PlainConvUNet trained with the MedNeXt recipe (AdamW, lr 3e-3, warm-up, poly): the control that "
+        "separates network from optimiser"),
+    Row("mednext", "nnUNetTrainerMedNeXt_budget", PLANS, "MedNeXt (seed, T)",
+        "seed MedNeXt-T on the same plans, with its recipe"),
+    Row("resenc_m", REF_TRAINER, RESENC_PLANS, "nnU-Net ResEnc-M",
+        "nnU-Net's default trainer and ResidualEncoderUNet from `nnUNetResEncUNetMPlans` (planner "
+        "`nnUNetPlannerResEncM`, same memory target)"),
+    Row("resenc_m_recipe", RECIPE_TRAINER, RESENC_PLANS, "ResEnc-M (MedNeXt recipe)",
+        "the same ResidualEncoderUNet trained with the MedNeXt recipe"),
+)}
+DEFAULT_ROWS = ("unet", "unet_recipe", "mednext")
+RESENC_ROWS = ("resenc_m", "resenc_m_recipe")
+RECIPE_CONTROL = ROWS["unet_recipe"].trainer
 DEFAULT_BUDGET = "2,15,2"
 BUDGET_ENV = "NNUNETV2_MEDNEXT_BUDGET"
 
 
-def selected_models(args: argparse.Namespace) -> list[tuple[str, str, str]]:
-    """The models of this run: all three, or without the recipe control (``--no-recipe-control``)."""
-    return [m for m in MODELS if args.recipe_control or m[0] != RECIPE_CONTROL]
+def selected_models(args: argparse.Namespace) -> list[Row]:
+    """The rows of this run: ``--rows`` (default unet, unet_recipe, mednext), ``--resenc`` adds the ResEnc-M rows,
+    ``--no-recipe-control`` drops the U-Net with the MedNeXt recipe."""
+    keys = list(args.rows or DEFAULT_ROWS)
+    if getattr(args, "resenc", False):
+        keys += [k for k in RESENC_ROWS if k not in keys]
+    if not args.recipe_control:
+        keys = [k for k in keys if k != "unet_recipe"]
+    return [ROWS[k] for k in keys]
 
 
 def _tool(name: str) -> str:
@@ -97,30 +143,35 @@ def build_steps(args: argparse.Namespace) -> tuple[list[Step], dict[str, str], d
                "--overwrite", "-q"]
     if args.max_patients:
         convert += ["--max-per-split", str(args.max_patients)]
-    steps = [
-        Step("convert", convert, {}),
-        Step("plan_and_preprocess", [_tool("nnUNetv2_plan_and_preprocess"), "-d", str(args.dataset_id), "-c", CONFIG,
-                                     "-npfp", "1", "-np", "1", "-gpu_memory_target", str(args.gpu_memory_target)], {}),
-    ]
-    n_test = 2 * (min(args.max_patients, 20) if args.max_patients else 20)
+    steps = [Step("convert", convert, {})]
     models = selected_models(args)
-    for tr, _, _ in models:
-        model = f"{tr}__{PLANS}__{CONFIG}"
-        pred = paths["results"] / model / f"fold_{FOLD}" / "test_predictions"
-        steps.append(Step(f"train {tr}", [_tool("nnUNetv2_train"), str(args.dataset_id), CONFIG, str(FOLD), "-tr", tr,
-                                          "-device", "cpu"], {BUDGET_ENV: args.budget, "nnUNet_n_proc_DA": "0"}))
-        steps.append(Step(f"predict {tr}", [_tool("nnUNetv2_predict"), "-i", str(paths["raw"] / "imagesTs"),
-                                            "-o", str(pred), "-d", str(args.dataset_id), "-c", CONFIG, "-f", str(FOLD),
-                                            "-tr", tr, "-p", PLANS, "-device", "cpu", "-npp", "1", "-nps", "1",
-                                            *([] if args.tta else ["--disable_tta"])], {},
+    for plans in dict.fromkeys(r.plans for r in models):  # each plans identifier once, in row order
+        planner = PLANNER_FOR_PLANS[plans]
+        steps.append(Step("plan_and_preprocess" + (f" {planner}" if planner else ""),
+                          [_tool("nnUNetv2_plan_and_preprocess"), "-d", str(args.dataset_id), "-c", CONFIG,
+                           *(["-pl", planner] if planner else []), "-npfp", "1", "-np", "1",
+                           "-gpu_memory_target", str(args.gpu_memory_target)], {}))
+    n_test = 2 * (min(args.max_patients, 20) if args.max_patients else 20)
+    for row in models:
+        tr = row.trainer
+        pred = paths["results"] / row.model / f"fold_{FOLD}" / "test_predictions"
+        plans_arg = [] if row.plans == PLANS else ["-p", row.plans]
+        steps.append(Step(f"train {row.slug}", [_tool("nnUNetv2_train"), str(args.dataset_id), CONFIG, str(FOLD),
+                                                "-tr", tr, *plans_arg, "-device", "cpu"],
+                          {BUDGET_ENV: args.budget, "nnUNet_n_proc_DA": "0"}))
+        steps.append(Step(f"predict {row.slug}", [_tool("nnUNetv2_predict"), "-i", str(paths["raw"] / "imagesTs"),
+                                                  "-o", str(pred), "-d", str(args.dataset_id), "-c", CONFIG, "-f",
+                                                  str(FOLD), "-tr", tr, "-p", row.plans, "-device", "cpu", "-npp", "1",
+                                                  "-nps", "1", *([] if args.tta else ["--disable_tta"])], {},
                           timed_cases=n_test, record=pred / "inference_time.json"))
-        steps.append(Step(f"evaluate {tr}", [_tool("nnunetv2-mednext"), "evaluate", str(paths["raw"] / "labelsTs"),
-                                             str(pred), "-o", str(paths["eval"] / tr), "--method", tr], {}))
+        steps.append(Step(f"evaluate {row.slug}", [_tool("nnunetv2-mednext"), "evaluate",
+                                                   str(paths["raw"] / "labelsTs"), str(pred), "-o",
+                                                   str(paths["eval"] / row.slug), "--method", row.slug], {}))
     steps.append(Step("compare", [_tool("nnunetv2-mednext"), "compare", "-d", str(args.dataset_id),
-                                  "-m", *[f"{tr}__{PLANS}__{CONFIG}" for tr, _, _ in models],
+                                  "-m", *[r.model for r in models],
                                   "-f", str(FOLD), "--subdir", "test_predictions", "--gt",
                                   str(paths["raw"] / "labelsTs"), "--hd95", "mm",
-                                  "--names", *[name for _, name, _ in models], "-o", str(paths["compare"])], {}))
+                                  "--names", *[r.name for r in models], "-o", str(paths["compare"])], {}))
     return steps, base_env, paths
 
 
@@ -146,13 +197,19 @@ def run_step(step: Step, base_env: dict[str, str], log_dir: Path) -> None:
     print(f"    done in {step.seconds:.0f} s", flush=True)
 
 
-def _plans_line(paths: dict[str, Path]) -> str:
-    plans = paths["work"] / "nnUNet_preprocessed" / paths["raw"].name / f"{PLANS}.json"
+def _plans_line(paths: dict[str, Path], plans: str = PLANS) -> str:
+    """Patch, batch, spacing and network class of one plans identifier's 2d configuration."""
+    path = paths["work"] / "nnUNet_preprocessed" / paths["raw"].name / f"{plans}.json"
     try:
-        cfg = json.loads(plans.read_text())["configurations"][CONFIG]
-        return f"patch {cfg['patch_size']}, batch {cfg['batch_size']}, spacing {cfg['spacing']}"
+        cfg = json.loads(path.read_text())["configurations"][CONFIG]
+        network = cfg.get("architecture", {}).get("network_class_name", "?").rsplit(".", 1)[-1]
+        return f"patch {cfg['patch_size']}, batch {cfg['batch_size']}, spacing {cfg['spacing']}, network {network}"
     except (OSError, KeyError, ValueError):
         return "plans not found"
+
+
+def _has_resenc(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "resenc", False) or set(getattr(args, "rows", None) or ()) & set(RESENC_ROWS))
 
 
 def _per_iteration_lines(comparison_json: Path, iters: int, val_iters: int) -> list[str]:
@@ -191,8 +248,12 @@ def _full_length_lines(args: argparse.Namespace) -> list[str]:
         "-tr nnUNetTrainerMedNeXtRecipeUNet",
         f"nnUNetv2_predict -i $nnUNet_raw/{ds}/imagesTs -o test_mednext -d {d} -c 2d -f 0 "
         "-tr nnUNetTrainerMedNeXt -p nnUNetMedNeXtPlans",
+        *(resenc := ([f"nnUNetv2_plan_and_preprocess -d {d} -c 2d -pl nnUNetPlannerResEncM",
+                      f"nnUNetv2_train {d} 2d 0 -tr nnUNetTrainer -p {RESENC_PLANS}",
+                      f"nnUNetv2_predict -i $nnUNet_raw/{ds}/imagesTs -o test_resenc_m -d {d} -c 2d -f 0 "
+                      f"-tr nnUNetTrainer -p {RESENC_PLANS}"] if _has_resenc(args) else [])),
         *[f"nnunetv2-mednext evaluate $nnUNet_raw/{ds}/labelsTs test_{n} -o eval_{n}"
-          for n in ("unet", "unet_recipe", "mednext")],
+          for n in ("unet", "unet_recipe", "mednext", *(["resenc_m"] if resenc else []))],
         "```", "",
         "`--write-splits` makes fold 0 the TransUNet train/validation split (the paper's protocol). For nnU-Net's "
         "own protocol, convert without it: nnU-Net then splits the 80 training and validation patients into 5 "
@@ -209,7 +270,8 @@ def write_results(args: argparse.Namespace, steps: list[Step], base_env: dict[st
     cap = args.max_patients or 100
     n_train, n_val, n_test = min(70, cap), min(10, cap), min(20, cap)
     lines = [
-        "# Results: ACDC, nnU-Net 2D U-Net versus MedNeXt at the same CPU budget", "",
+        "# Results: ACDC, nnU-Net 2D U-Net " + ("and ResEnc-M " if _has_resenc(args) else "")
+        + "versus MedNeXt at the same CPU budget", "",
         f"Written by `benchmarks/acdc_budget.py` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.", "",
         "## Setup", "",
         f"- Data: `{args.source}` (SSL4MIS HDF5 copy of ACDC; nominal spacing, see `docs/protocols.md`), "
@@ -222,20 +284,23 @@ def write_results(args: argparse.Namespace, steps: list[Step], base_env: dict[st
         f"({int(epochs) * int(iters)} training iterations), {val_iters} validation iterations per epoch; "
         "identical for every trainer. nnU-Net's default is 1000 × 250, so these are **short-budget** numbers, "
         "not converged ones.",
-        f"- Plans: 2d, {_plans_line(paths)}. Test predictions "
+        "- Plans (2d): " + "; ".join(f"`{p}`: {_plans_line(paths, p)}" for p in dict.fromkeys(
+            r.plans for r in selected_models(args))) + ". Test predictions "
         + ("with" if args.tta else "without") + " mirroring TTA; nnU-Net's end-of-training validation (the validation "
         "patients) always mirrors.",
-        "- Models: " + "; ".join(f"`{tr}` ({what})" for tr, _, what in selected_models(args)) + ".",
+        "- Models: " + "; ".join(f"{r.name}: `{r.trainer}` on `{r.plans}` ({r.what})" for r in selected_models(args))
+        + ".",
         f"- Machine: {platform.machine()} CPU, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"torch {torch.__version__}, no GPU.", "",
-        "## Commands", "", "Environment for every command:", "", "```bash", f"export {env_line}", "```", "",
+        "## Commands", "", "Environment for every command (`$WORK` is the `--work` folder):", "", "```bash",
+        f"export {env_line}", "```", "",
         "```bash", *[s.shell() for s in steps], "```", "",
         "| Step | Wall time (s) |", "|---|---|",
         *[f"| {s.name} | {s.seconds:.0f} |" for s in steps if s.seconds is not None], "",
         f"## Test set ({n_test} patients, {2 * n_test} volumes)", "",
     ]
-    for tr, _, _ in selected_models(args):
-        table = paths["eval"] / tr / "table.md"
+    for row in selected_models(args):
+        table = paths["eval"] / row.slug / "table.md"
         if table.is_file():
             lines += [table.read_text().replace("## Evaluation of", "### Evaluation of"), ""]
     cmp_md = paths["compare"] / "comparison.md"
@@ -252,11 +317,17 @@ def write_results(args: argparse.Namespace, steps: list[Step], base_env: dict[st
               "here with each other, not with those tables.", ""]
     lines += _full_length_lines(args)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
+    out.write_text(portable("\n".join(lines), paths["work"]))
     print(f"wrote {out}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def portable(text: str, work: Path) -> str:
+    """The report without this machine's absolute paths: the work folder as ``$WORK``, the repository's parent
+    (where ``shared/`` lives) as ``..``."""
+    return text.replace(str(work), "$WORK").replace(str(REPO.parent) + os.sep, "../")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", default=str(DEFAULT_SOURCE), help="ACDC SSL4MIS HDF5 folder")
     p.add_argument("--work", default="/tmp/nnunetv2_mednext_acdc_budget", help="work dir for nnU-Net's folders")
@@ -273,11 +344,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results-md", help="report path (default docs/results.md; WORK/results.md with --max-patients)")
     p.add_argument("--no-recipe-control", dest="recipe_control", action="store_false",
                    help=f"leave out {RECIPE_CONTROL} (nnU-Net's U-Net with the MedNeXt recipe)")
+    p.add_argument("--resenc", action="store_true",
+                   help="add nnU-Net's ResEnc-M (plans nnUNetResEncUNetMPlans from nnUNetPlannerResEncM), with "
+                        "nnU-Net's recipe and with the MedNeXt recipe")
+    p.add_argument("--rows", nargs="+", choices=list(ROWS), metavar="ROW",
+                   help=f"the rows to run, in order (default: {' '.join(DEFAULT_ROWS)}; choices: {', '.join(ROWS)})")
     p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     args = p.parse_args(argv)
     parts = args.budget.split(",")
     if len(parts) != 3 or not all(x.isdigit() and int(x) > 0 for x in parts):
         p.error(f"--budget {args.budget!r}: use EPOCHS,ITERS,VAL_ITERS with positive integers")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     steps, base_env, paths = build_steps(args)
     if args.dry_run:
         print("# environment")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from nnunetv2_mednext.errors import MedNeXtUserError
 from nnunetv2_mednext.evaluation.compare import count_parameters, epoch_times
-from nnunetv2_mednext.pipeline import NnUNetRunner
+from nnunetv2_mednext.pipeline import PLANNER_FOR_PLANS, NnUNetRunner
 from nnunetv2_mednext.synthetic import make_synthetic_2d
 
 DEMO_DATASET_ID = 990
@@ -27,6 +27,9 @@ ROLES = {
     "nnUNetTrainerMedNeXtRefUNet_budget": "nnU-Net's U-Net, nnU-Net's recipe (SGD)",
     "nnUNetTrainerMedNeXtRecipeUNet_budget": "nnU-Net's U-Net, MedNeXt recipe (control)",
 }
+#: extra rows by name: (trainer, plans identifier); the trainer builds the network the plans name
+BASELINES = {"resenc": ("nnUNetTrainerMedNeXtRefUNet_budget", "nnUNetResEncUNetMPlans")}
+BASELINE_ROLES = {"nnUNetResEncUNetMPlans": "nnU-Net's ResEnc-M preset, nnU-Net's recipe (SGD)"}
 
 
 def check_trainer_names(trainers: Sequence[str]) -> None:
@@ -47,27 +50,35 @@ def check_trainer_names(trainers: Sequence[str]) -> None:
 def run_demo(
     workdir: str | Path, epochs: int = 2, iters: int = 25, val_iters: int = 4, n_train: int = 16, n_test: int = 4,
     size: int = 64, trainers: Sequence[str] = DEFAULT_TRAINERS, overwrite: bool = False,
-    log: Callable[[str], None] = print, threads: int = 1,
+    log: Callable[[str], None] = print, threads: int = 1, baselines: Sequence[str] = (),
 ) -> list[dict]:
-    """Run the whole pipeline in ``workdir``; returns one result row per trainer (also written as JSON/markdown)."""
+    """Run the whole pipeline in ``workdir``; returns one result row per trainer (also written as JSON/markdown).
+
+    ``baselines`` adds rows from :data:`BASELINES` (``"resenc"``: nnU-Net's ResEnc-M preset, planned by
+    ``nnUNetPlannerResEncM``, trained with nnU-Net's recipe at the same budget)."""
     from nnunetv2_mednext.fsutil import ensure_writable, exclusive_lock
 
     workdir = Path(workdir).resolve()  # the nnU-Net commands run inside it: relative paths would nest
     check_trainer_names(trainers)
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise MedNeXtUserError(f"unknown baseline {unknown[0]!r}; fix: --baselines {' '.join(BASELINES)}")
+    runs = [(t, "nnUNetPlans") for t in trainers] + [BASELINES[b] for b in dict.fromkeys(baselines)]
     existing = [n for n in RESULT_FILES if (workdir / n).exists()]
     if existing and not overwrite:
         raise MedNeXtUserError(f"{workdir} already holds demo results ({', '.join(existing)}); fix: choose another "
                                "--workdir or pass --overwrite")
     ensure_writable(workdir, "--workdir")
     with exclusive_lock(workdir, "demo folder"):
-        return _run(workdir, epochs, iters, val_iters, n_train, n_test, size, trainers, overwrite, log, threads)
+        return _run(workdir, epochs, iters, val_iters, n_train, n_test, size, runs, overwrite, log, threads)
 
 
 def _run(workdir: Path, epochs: int, iters: int, val_iters: int, n_train: int, n_test: int, size: int,
-         trainers: Sequence[str], overwrite: bool, log: Callable[[str], None], threads: int) -> list[dict]:
+         runs: Sequence[tuple[str, str]], overwrite: bool, log: Callable[[str], None], threads: int) -> list[dict]:
     runner = NnUNetRunner(workdir)
     t0 = time.perf_counter()
-    n_steps = 2 + 3 * len(trainers)
+    all_plans = list(dict.fromkeys(p for _, p in runs))
+    n_steps = 1 + len(all_plans) + 3 * len(runs)
     counter = iter(range(1, n_steps + 1))
 
     def step(text: str) -> None:
@@ -78,24 +89,28 @@ def _run(workdir: Path, epochs: int, iters: int, val_iters: int, n_train: int, n
 
     step(f"writing a synthetic 2D dataset ({n_train} train + {n_test} test, {size}x{size}) to {runner.raw}")
     folder = make_synthetic_2d(runner.raw, DEMO_DATASET_ID, n_train, n_test, size, overwrite=overwrite)
-    step("nnUNetv2_plan_and_preprocess (2d)")
-    runner.plan_and_preprocess(DEMO_DATASET_ID, ("2d",))
+    for plans in all_plans:
+        planner = PLANNER_FOR_PLANS[plans]
+        step("nnUNetv2_plan_and_preprocess (2d)" + (f" -pl {planner}" if planner else ""))
+        runner.plan_and_preprocess(DEMO_DATASET_ID, ("2d",), planner=planner)
     env = {"NNUNETV2_MEDNEXT_BUDGET": f"{epochs},{iters},{val_iters}", "OMP_NUM_THREADS": str(threads)}
     rows = []
-    for trainer in trainers:
-        step(f"nnUNetv2_train {DEMO_DATASET_ID} 2d 0 -tr {trainer}  ({epochs} epochs x {iters} iterations)")
-        wall = runner.train(DEMO_DATASET_ID, "2d", 0, trainer, extra_env=env, progress=progress)
-        out = workdir / "predictions" / trainer
+    for trainer, plans in runs:
+        p_arg = "" if plans == "nnUNetPlans" else f" -p {plans}"
+        step(f"nnUNetv2_train {DEMO_DATASET_ID} 2d 0 -tr {trainer}{p_arg}  ({epochs} epochs x {iters} iterations)")
+        wall = runner.train(DEMO_DATASET_ID, "2d", 0, trainer, plans=plans, extra_env=env, progress=progress)
+        out = workdir / "predictions" / (trainer if plans == "nnUNetPlans" else f"{trainer}__{plans}")
         step(f"nnUNetv2_predict -> {out}")
-        pred_wall = runner.predict(DEMO_DATASET_ID, "2d", trainer, folder / "imagesTs", out)
+        pred_wall = runner.predict(DEMO_DATASET_ID, "2d", trainer, folder / "imagesTs", out, plans=plans)
         step("nnUNetv2_evaluate_folder")
         summary = runner.evaluate(folder / "labelsTs", out)
-        fold = runner.results / folder.name / f"{trainer}__nnUNetPlans__2d" / "fold_0"
+        fold = runner.results / folder.name / f"{trainer}__{plans}__2d" / "fold_0"
         params, _ = count_parameters(fold)
         times = epoch_times(fold)
         rows.append({
             "trainer": trainer,
-            "role": ROLES.get(trainer, ""),
+            "plans": plans,
+            "role": BASELINE_ROLES.get(plans) or ROLES.get(trainer, ""),
             "params_M": round((params or 0) / 1e6, 3),
             "seconds_per_epoch": round(sum(times) / max(1, len(times)), 2),
             "train_wall_s": round(wall, 1),
@@ -115,9 +130,10 @@ def _run(workdir: Path, epochs: int, iters: int, val_iters: int, n_train: int, n
 
 def format_table(rows: Sequence[dict], epochs: int, iters: int, threads: int = 1) -> str:
     head = (f"Same budget for every trainer: {epochs} epoch(s) x {iters} iterations, CPU, {threads} thread(s).\n\n"
-            "| trainer | what | params (M) | s / epoch | train wall (s) | Dice disc | Dice square | mean Dice |\n"
-            "|---|---|---:|---:|---:|---:|---:|---:|")
-    lines = [f"| {r['trainer']} | {r.get('role', '')} | {r['params_M']:.2f} | {r['seconds_per_epoch']:.1f} | "
+            "| trainer | plans | what | params (M) | s / epoch | train wall (s) | Dice disc | Dice square | mean Dice |\n"
+            "|---|---|---|---:|---:|---:|---:|---:|---:|")
+    lines = [f"| {r['trainer']} | {r.get('plans', 'nnUNetPlans')} | {r.get('role', '')} | {r['params_M']:.2f} | "
+             f"{r['seconds_per_epoch']:.1f} | "
              f"{r['train_wall_s']:.0f} | {r['dice_disc']:.3f} | {r['dice_square']:.3f} | {r['dice_mean']:.3f} |"
              for r in rows]
     note = ("\n\nRead the MedNeXt row against the control row (same recipe, nnU-Net's U-Net): the gap to nnU-Net's own "

@@ -13,6 +13,15 @@ from pathlib import Path
 
 from nnunetv2_mednext.errors import MedNeXtUserError
 
+# plans identifier -> the planner that writes it (None: nnU-Net's default ExperimentPlanner). A comparison row is a
+# trainer on one of these plans; nnU-Net recommends the ResEnc presets as its default since 2.4.
+PLANNER_FOR_PLANS: dict[str, str | None] = {
+    "nnUNetPlans": None,
+    "nnUNetResEncUNetMPlans": "nnUNetPlannerResEncM",
+    "nnUNetResEncUNetLPlans": "nnUNetPlannerResEncL",
+    "nnUNetMedNeXtPlans": "nnUNetPlannerMedNeXt",
+}
+
 
 def nnunet_command(name: str) -> str:
     """Absolute path of an ``nnUNetv2_*`` console script of this interpreter's environment."""
@@ -122,9 +131,13 @@ class NnUNetRunner:
         return hits[0].name
 
     def plan_and_preprocess(self, dataset_id: int, configs: Sequence[str] = ("2d",), planner: str | None = None) -> float:
+        """Stock ``nnUNetv2_plan_and_preprocess`` for nnU-Net's planners (``None``: its default; e.g.
+        ``nnUNetPlannerResEncM``), our wrapper for the ``nnUNetPlannerMedNeXt*`` planners nnU-Net cannot find."""
         args = ["-d", dataset_id, "-c", *configs, "-npfp", "1", "-np", *(["1"] * len(configs)), "--verify_dataset_integrity"]
         if planner is None:
             return self.run("nnUNetv2_plan_and_preprocess", args, f"plan_{dataset_id}")
+        if not planner.startswith("nnUNetPlannerMedNeXt"):
+            return self.run("nnUNetv2_plan_and_preprocess", [*args, "-pl", planner], f"plan_{dataset_id}_{planner}")
         cmd = [sys.executable, "-m", "nnunetv2_mednext", "plan_and_preprocess", *args, "-pl", planner]
         return self.run_argv(cmd, f"plan_{dataset_id}_{planner}", what="nnunetv2-mednext plan_and_preprocess")
 

@@ -78,8 +78,9 @@ def test_compare_reuses_summaries_and_reports_missing(results: Path, tmp_path: P
     assert "| U-Net | 2/2 | 82.00 ± 2.00 | 82.00 ± 2.00 | 72.00 ± 2.00 | 92.00 ± 2.00 |" in md
     assert "| MedNeXt | 1/2 | 86.00 | 86.00 | 80.00 | 92.00 |" in md
     assert "## Missing folds" in md and "- MedNeXt: fold(s) 1" in md
-    assert "| U-Net | 0.00 | 11.0 | 3 | not recorded |" in md  # 2000 params, mean of 3 epoch times
-    assert "| MedNeXt | 0.00 | 21.0 | 2 | not recorded |" in md
+    # 2000 params, mean of 3 epoch times; trainer, plans and configuration from the folder name
+    assert "| U-Net | `nnUNetTrainer` | `nnUNetPlans` | 2d | 0.00 | 11.0 | 3 | not recorded |" in md
+    assert "| MedNeXt | `nnUNetTrainerMedNeXt` | `nnUNetPlans` | 2d | 0.00 | 21.0 | 2 | not recorded |" in md
     png = (out / "comparison.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     data = json.loads((out / "comparison.json").read_text())
@@ -132,6 +133,30 @@ def test_compare_errors(results: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert "Trainer__Plans__configuration" in capsys.readouterr().err
 
 
+def test_compare_reads_resenc_runs_like_any_other(results: Path, tmp_path: Path) -> None:
+    """A ResEnc-M run (nnU-Net's ``nnUNetResEncUNetMPlans``): plans in the table, parameters of the real network."""
+    from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
+
+    net = ResidualEncoderUNet(1, 4, (8, 16, 32, 64), torch.nn.Conv2d, 3, (1, 2, 2, 2), (1, 3, 4, 6), 4, (1, 1, 1),
+                              conv_bias=True, norm_op=torch.nn.InstanceNorm2d, norm_op_kwargs={"affine": True},
+                              nonlin=torch.nn.LeakyReLU, deep_supervision=True)
+    resenc = "nnUNetTrainer__nnUNetResEncUNetMPlans__2d"
+    fold_dir = _fold(results / DS / resenc, 0, {1: 0.88, 2: 0.82, 3: 0.93}, 20, [30.0, 34.0])
+    # the real state dict: the decoder holds the encoder again (decoder.encoder.*), counted once
+    torch.save({"network_weights": net.state_dict()}, fold_dir / "checkpoint_final.pth")
+    assert any(k.startswith("decoder.encoder.") for k in net.state_dict())
+    out = tmp_path / "cmp"
+    assert main(["compare", "-d", DS, "-m", REF, resenc, "-f", "0", "--results", str(results), "-o", str(out),
+                 "--names", "U-Net", "ResEnc-M"]) == 0
+    md = (out / "comparison.md").read_text()
+    n = sum(p.numel() for p in net.parameters())
+    assert f"| ResEnc-M | `nnUNetTrainer` | `nnUNetResEncUNetMPlans` | 2d | {n / 1e6:.2f} | 32.0 | 2 |" in md
+    assert "| ResEnc-M | 1/1 | 87.67 |" in md
+    entry = json.loads((out / "comparison.json").read_text())["models"][1]
+    assert entry["params"] == n and (entry["trainer"], entry["plans"], entry["configuration"]) == (
+        "nnUNetTrainer", "nnUNetResEncUNetMPlans", "2d")
+
+
 def test_epoch_time_parser(tmp_path: Path) -> None:
     (tmp_path / "training_log_a.txt").write_text("x: Epoch time: 3.5 s \ny: Epoch time: 4 s\n")
     (tmp_path / "training_log_b.txt").write_text("z: Epoch time: 10.25 s\n")
@@ -168,6 +193,36 @@ def test_budget_benchmark_dry_run(tmp_path: Path) -> None:
     assert "RecipeUNet" not in short.stdout and short.stdout.count("nnUNetv2_train 802") == 2
 
 
+def test_budget_benchmark_resenc_rows_dry_run(tmp_path: Path) -> None:
+    """``--resenc``: nnU-Net's ResEnc-M planner once, then both trainers on its plans, each row naming its plans."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "acdc_budget.py"), "--dry-run", "--work",
+                           str(tmp_path / "w"), "--budget", "2,5,1", "--resenc", "--no-recipe-control"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    cmds = [ln for ln in proc.stdout.splitlines() if not ln.startswith(("#", "export"))]
+    plan = [c for c in cmds if c.startswith("nnUNetv2_plan_and_preprocess")]
+    assert plan == ["nnUNetv2_plan_and_preprocess -d 802 -c 2d -npfp 1 -np 1 -gpu_memory_target 2.0",
+                    "nnUNetv2_plan_and_preprocess -d 802 -c 2d -pl nnUNetPlannerResEncM -npfp 1 -np 1 "
+                    "-gpu_memory_target 2.0"]
+    for tr in ("nnUNetTrainerMedNeXtRefUNet_budget", "nnUNetTrainerMedNeXtRecipeUNet_budget"):
+        assert (f"NNUNETV2_MEDNEXT_BUDGET=2,5,1 nnUNet_n_proc_DA=0 nnUNetv2_train 802 2d 0 -tr {tr} "
+                "-p nnUNetResEncUNetMPlans -device cpu") in cmds
+        pred = next(c for c in cmds if c.startswith("nnUNetv2_predict") and f"{tr}__nnUNetResEncUNetMPlans__2d" in c)
+        assert f"-tr {tr} -p nnUNetResEncUNetMPlans " in pred
+    # --no-recipe-control drops only the U-Net control; 4 rows, 4 trainings
+    assert sum(c.count("nnUNetv2_train 802") for c in cmds) == 4
+    compare = cmds[-1]
+    assert ("-m nnUNetTrainerMedNeXtRefUNet_budget__nnUNetPlans__2d nnUNetTrainerMedNeXt_budget__nnUNetPlans__2d "
+            "nnUNetTrainerMedNeXtRefUNet_budget__nnUNetResEncUNetMPlans__2d "
+            "nnUNetTrainerMedNeXtRecipeUNet_budget__nnUNetResEncUNetMPlans__2d ") in compare
+    assert "'nnU-Net ResEnc-M' 'ResEnc-M (MedNeXt recipe)'" in compare
+    only = subprocess.run([sys.executable, str(REPO / "benchmarks" / "acdc_budget.py"), "--dry-run", "--work",
+                           str(tmp_path / "w"), "--rows", "resenc_m"], capture_output=True, text=True, timeout=60)
+    assert only.returncode == 0, only.stderr
+    assert only.stdout.count("nnUNetv2_plan_and_preprocess") == 1 and "-pl nnUNetPlannerResEncM" in only.stdout
+    assert only.stdout.count("nnUNetv2_train 802") == 1
+
+
 def _load_budget_script():
     import importlib.util
 
@@ -194,6 +249,35 @@ def test_budget_report_per_iteration_and_gpu_sections(tmp_path: Path) -> None:
     assert "nnUNetv2_train 802 2d 0 -tr nnUNetTrainer" in cmds
     assert "nnUNetv2_train 802 2d 0 -tr nnUNetTrainerMedNeXt -p nnUNetMedNeXtPlans" in cmds
     assert not any("-device cpu" in c or "BUDGET" in c for c in cmds)  # full length, default device
+    assert not any("ResEnc" in c for c in cmds)
+    resenc = [ln for ln in mod._full_length_lines(argparse.Namespace(**vars(args), resenc=True))
+              if ln.startswith(("nnUNetv2_", "nnunetv2-mednext "))]
+    assert "nnUNetv2_plan_and_preprocess -d 802 -c 2d -pl nnUNetPlannerResEncM" in resenc
+    assert "nnUNetv2_train 802 2d 0 -tr nnUNetTrainer -p nnUNetResEncUNetMPlans" in resenc
+
+
+def test_budget_report_has_no_absolute_paths_and_names_each_rows_plans(tmp_path: Path) -> None:
+    mod = _load_budget_script()
+    work = tmp_path / "work"
+    args = mod.parse_args(["--work", str(work), "--budget", "1,2,1", "--resenc", "--source",
+                           str(REPO.parent / "shared" / "data" / "acdc_ssl4mis_h5")])
+    steps, base_env, paths = mod.build_steps(args)
+    for step in steps:
+        step.seconds = 1.0
+    pre = work / "nnUNet_preprocessed" / "Dataset802_ACDC"
+    pre.mkdir(parents=True)
+    for plans, net in (("nnUNetPlans", "PlainConvUNet"), ("nnUNetResEncUNetMPlans", "ResidualEncoderUNet")):
+        cfg = {"patch_size": [256, 224], "batch_size": 14, "spacing": [1.5, 1.5],
+               "architecture": {"network_class_name": f"dynamic_network_architectures.architectures.unet.{net}"}}
+        (pre / f"{plans}.json").write_text(json.dumps({"configurations": {"2d": cfg}}))
+    out = tmp_path / "results.md"
+    mod.write_results(args, steps, base_env, paths, out)
+    text = out.read_text()
+    assert str(tmp_path) not in text and str(REPO.parent) not in text
+    assert "export nnUNet_raw=$WORK/nnUNet_raw" in text and "../shared/data/acdc_ssl4mis_h5" in text
+    assert "`nnUNetResEncUNetMPlans`: patch [256, 224], batch 14, spacing [1.5, 1.5], network ResidualEncoderUNet" in text
+    assert "nnU-Net ResEnc-M: `nnUNetTrainerMedNeXtRefUNet_budget` on `nnUNetResEncUNetMPlans`" in text
+    assert "| train nnUNetTrainerMedNeXtRecipeUNet_budget__nnUNetResEncUNetMPlans | 1 |" in text
 
 
 def _readme_commands() -> list[str]:

@@ -33,6 +33,8 @@ def test_networks_example_runs_and_prints_what_the_comments_say(tmp_path: Path) 
     assert lines[2] == "[torch.Size([16, 64, 64]), torch.Size([16, 32, 32]), torch.Size([8, 16, 16])]"
     assert int(lines[3].split()[0]) > 0
     assert lines[4] == "torch.Size([2, 3])"
+    assert lines[5] == "['mednext_cls_b', 'mednext_cls_s', 'mednext_cls_t']"  # registered in timm on import
+    assert lines[6] == "torch.Size([2, 3])"
 
 
 def test_every_subcommand_in_readme_exists() -> None:

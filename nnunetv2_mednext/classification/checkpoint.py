@@ -76,6 +76,7 @@ def build_from(ckpt: dict[str, Any]) -> nn.Module:
     from .models import build_classifier
 
     meta = ckpt["meta"]
-    model = build_classifier(meta["model"], meta["in_chans"], len(meta["class_names"]), **meta["model_kwargs"])
+    kwargs = {k: v for k, v in meta["model_kwargs"].items() if k != "pretrained"}  # the weights are right here
+    model = build_classifier(meta["model"], meta["in_chans"], len(meta["class_names"]), **kwargs)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()

@@ -9,7 +9,7 @@ from typing import Any
 from nnunetv2_mednext.errors import MedNeXtUserError
 
 # settings a resumed run must share with the run it continues
-RESUME_KEYS = ("model", "model_kwargs", "input_size", "channels", "seed")
+RESUME_KEYS = ("model", "model_kwargs", "input_size", "channels", "seed", "time_budget")
 
 
 @dataclass
@@ -19,6 +19,7 @@ class TrainConfig:
     input_size: int = 224
     channels: str = "auto"  # auto (from the fingerprint) | grey | rgb
     epochs: int = 100
+    time_budget: float | None = None  # seconds of training per fold: epochs from a short pilot (replaces epochs)
     batch_size: int = 32
     lr: float = 5e-4
     min_lr: float = 1e-6
@@ -42,6 +43,7 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         checks = [
             (self.epochs >= 1, "--epochs must be >= 1"),
+            (self.time_budget is None or self.time_budget > 0, "--time-budget must be > 0 seconds"),
             (self.batch_size >= 1, "--batch-size must be >= 1"),
             (self.input_size >= 16, "--input-size must be >= 16"),
             (self.lr > 0, "--lr must be > 0"),

@@ -18,6 +18,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +38,14 @@ from .distributed import DistContext
 from .fingerprint import save_json
 from .index import DatasetIndex
 from .metrics import aggregate, compute_metrics, fmt_pct
-from .models import build_classifier, count_parameters
+from .models import build_classifier, check_input, count_parameters, model_source
 from .plots import plot_confusion_matrix, plot_training_curve
 from .prepare import Prepared
 from .schedule import lr_at
 from .transforms import build_augmentation, normalize_batch
 
 EpochCallback = Callable[[int, int, dict], None]  # (fold, epochs done, history record)
+PILOT_WARMUP_STEPS, PILOT_STEPS = 2, 5  # --time-budget: untimed and timed training steps of the pilot
 
 
 def seed_everything(*parts: int) -> None:
@@ -62,6 +64,7 @@ def model_meta(prepared: Prepared, config: TrainConfig) -> dict:
     norm = fp["normalization"][mode]
     return {
         "model": config.model,
+        "model_source": _library(config.model),
         "model_kwargs": dict(config.model_kwargs),
         "class_names": list(prepared.index.class_names),
         "input_size": int(config.input_size),
@@ -79,6 +82,15 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _library(model: str) -> str:
+    """Where the network comes from, with the version: ``nnunetv2_mednext 0.1.0`` or ``timm 1.0.22``."""
+    if model_source(model) == "mednext":
+        return f"nnunetv2_mednext {__version__}"
+    import timm
+
+    return f"timm {timm.__version__}"
 
 
 class FoldTrainer:
@@ -143,31 +155,17 @@ class FoldTrainer:
         nll = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
         return probs, nll
 
-    # ------------------------------------------------------------------ one fold
-    def run(self, fold: int, parts: dict[str, list[int]], resume: bool,
-            callbacks: Sequence[EpochCallback] = ()) -> dict:
-        cfg, ctx, con = self.cfg, self.ctx, self.console
-        fdir = self.out / f"fold_{fold}"
-        metrics_path = fdir / "metrics.json"
-        if resume and metrics_path.is_file():
-            con.info(f"fold {fold}: already finished, reading {metrics_path}")
-            return json.loads(metrics_path.read_text())
-        if ctx.main:
-            fdir.mkdir(parents=True, exist_ok=True)
-        ctx.barrier()
-        train_pos = list(parts["train"])
-        val_pos = list(parts.get("val", []))
-        eval_part = "test" if parts.get("test") else "val"
-        report_pos = list(parts.get(eval_part, []))
-        if not train_pos or not report_pos:
-            raise MedNeXtUserError(f"fold {fold} has an empty train or {eval_part} part; fix: check the split file")
+    # ------------------------------------------------------------------ model, data, one step
+    def _setup(self, fold: int, train_pos: list[int]) -> tuple:
+        """Seeded network, optimiser, scaler, loss, sampler and loader of a fold's training part."""
+        cfg, ctx = self.cfg, self.ctx
         train_labels = self.labels[train_pos]
         k = len(self.meta["class_names"])
-
         seed_everything(cfg.seed, fold)
         model = build_classifier(cfg.model, self.meta["in_chans"], k, **cfg.model_kwargs).to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        check_input(model, cfg.model, self.meta["in_chans"], cfg.input_size)
         n_params = count_parameters(model)
         if ctx.enabled:
             model = nn.parallel.DistributedDataParallel(
@@ -187,6 +185,86 @@ class FoldTrainer:
         per_rank = len(sampler)
         loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=self.workers,
                             drop_last=per_rank > cfg.batch_size, pin_memory=self.device.type == "cuda")
+        return model, opt, scaler, criterion, sampler, loader, n_params
+
+    def _train_step(self, model: nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    criterion: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        y = y.to(self.device, non_blocking=True)
+        with self._autocast():
+            logits = model(self._to_input(x))
+        loss = criterion(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if self.cfg.grad_clip:
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        return loss
+
+    def pilot(self, fold: int, parts: dict[str, list[int]], budget_s: float) -> dict:
+        """Epochs that fit ``budget_s`` seconds of one fold's training, from a short timed pilot on that fold.
+
+        The pilot trains a throw-away copy of the fold's network for ``PILOT_WARMUP_STEPS`` untimed and
+        ``PILOT_STEPS`` timed steps (median) and times one validation pass; an epoch is estimated as
+        ``steps_per_epoch x step + validation / val_every``, the same span as the epoch times (``time_s``) summed
+        into a fold's ``train_time_s``. The real run re-seeds, so the pilot leaves no trace in it. Under DDP every
+        rank uses the mean over ranks, so all ranks agree on the epochs.
+        """
+        cfg, ctx = self.cfg, self.ctx
+        t_start = time.time()
+        train_pos, val_pos = list(parts["train"]), list(parts.get("val", []))
+        model, opt, scaler, criterion, sampler, loader, _ = self._setup(fold, train_pos)
+        model.train()
+        sampler.set_epoch(0)
+        batches = iter(())
+        step_times: list[float] = []
+        for i in range(PILOT_WARMUP_STEPS + PILOT_STEPS):
+            t0 = time.perf_counter()
+            try:
+                x, y, _ = next(batches)
+            except StopIteration:
+                batches = iter(loader)
+                x, y, _ = next(batches)
+            self._train_step(model, opt, scaler, criterion, x, y)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            if i >= PILOT_WARMUP_STEPS:
+                step_times.append(time.perf_counter() - t0)
+        step = float(np.median(step_times))
+        val = 0.0
+        if val_pos:
+            t0 = time.perf_counter()
+            self.predict_positions(model, val_pos)
+            val = time.perf_counter() - t0
+        step, val = (v / ctx.world for v in ctx.all_reduce_sum([step, val]))
+        steps_per_epoch = len(loader)
+        epoch_s = steps_per_epoch * step + val / cfg.val_every
+        epochs = max(1, int(budget_s // epoch_s))
+        return {"budget_s": budget_s, "epochs": epochs, "estimated_epoch_s": round(epoch_s, 3),
+                "step_s": round(step, 4), "steps_per_epoch": steps_per_epoch, "validation_s": round(val, 3),
+                "pilot_fold": fold, "pilot_wall_s": round(time.time() - t_start, 1),
+                "fits": epoch_s <= budget_s}
+
+    # ------------------------------------------------------------------ one fold
+    def run(self, fold: int, parts: dict[str, list[int]], resume: bool,
+            callbacks: Sequence[EpochCallback] = ()) -> dict:
+        cfg, ctx, con = self.cfg, self.ctx, self.console
+        fdir = self.out / f"fold_{fold}"
+        metrics_path = fdir / "metrics.json"
+        if resume and metrics_path.is_file():
+            con.info(f"fold {fold}: already finished, reading {metrics_path}")
+            return json.loads(metrics_path.read_text())
+        if ctx.main:
+            fdir.mkdir(parents=True, exist_ok=True)
+        ctx.barrier()
+        train_pos = list(parts["train"])
+        val_pos = list(parts.get("val", []))
+        eval_part = "test" if parts.get("test") else "val"
+        report_pos = list(parts.get(eval_part, []))
+        if not train_pos or not report_pos:
+            raise MedNeXtUserError(f"fold {fold} has an empty train or {eval_part} part; fix: check the split file")
+        model, opt, scaler, criterion, sampler, loader, n_params = self._setup(fold, train_pos)
         steps_per_epoch = len(loader)
         total_steps = cfg.epochs * steps_per_epoch
         warmup_steps = cfg.warmup_epochs * steps_per_epoch
@@ -235,17 +313,7 @@ class FoldTrainer:
                 lr = lr_at(epoch * steps_per_epoch + i, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                y = y.to(self.device, non_blocking=True)
-                with self._autocast():
-                    logits = model(self._to_input(x))
-                loss = criterion(logits.float(), y)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.grad_clip:
-                    scaler.unscale_(opt)
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(opt)
-                scaler.update()
+                loss = self._train_step(model, opt, scaler, criterion, x, y)
                 loss_sum += float(loss.detach()) * len(y)
                 n_seen += len(y)
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
@@ -295,7 +363,8 @@ class FoldTrainer:
         metrics = compute_metrics(self.labels[report_pos], probs, self.meta["class_names"])
         metrics.update(
             fold=fold, evaluated_on=eval_part, checkpoint=f"checkpoint_{which}.pt", loss=loss,
-            n_train=len(train_pos), n_val=len(val_pos), epochs=cfg.epochs, model=cfg.model, params=n_params,
+            n_train=len(train_pos), n_val=len(val_pos), epochs=cfg.epochs, time_budget_s=cfg.time_budget,
+            model=cfg.model, params=n_params,
             train_time_s=round(sum(h.get("time_s", 0.0) for h in history), 1) if history else round(train_time, 1),
             best=best,
         )
@@ -341,6 +410,19 @@ def write_predictions(path: str | os.PathLike, paths: Sequence[str], probs: np.n
         for i, (p, pr) in enumerate(zip(paths, probs)):
             row = [p] + ([labels[i] or ""] if has_labels else []) + [class_names[int(np.argmax(pr))]]
             w.writerow(row + [f"{v:.8f}" for v in pr])
+
+
+def _earlier_budget(out_dir: Path, config: TrainConfig) -> dict | None:
+    """The pilot result of an earlier ``--time-budget`` run in ``out_dir`` with the same settings (``config.json``),
+    so ``--resume`` and later ``--fold`` runs train the epochs chosen before instead of timing again."""
+    path = out_dir / "config.json"
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text())
+    now = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as stored
+    same = all(stored.get("config", {}).get(k) == v for k, v in now.items() if k not in ("epochs", "quiet"))
+    budget = stored.get("time_budget")
+    return budget if same and budget else None
 
 
 def splits_digest(splits: dict) -> str:
@@ -416,12 +498,27 @@ def train_folds(
         meta = model_meta(prepared, config)
         if ctx.main:
             out.mkdir(parents=True, exist_ok=True)
-            save_json({"config": config.to_dict(), "class_names": meta["class_names"], "meta": meta,
-                       "world_size": ctx.world, "folds": folds, "data_signature": prepared.fingerprint["signature"],
-                       "splits_digest": splits_digest(prepared.splits)}, out / "config.json")
+        ctx.barrier()
         needed = sorted({p for f in folds for part in prepared.splits["_positions"][f].values() for p in part})
         cache = _SubsetCache(prepared.index, needed, config, meta, console)
         trainer = FoldTrainer(prepared, cache, config, meta, out, ctx, console)
+        budget = None
+        if config.time_budget:
+            budget = _earlier_budget(out, config)
+            if budget is None:
+                budget = trainer.pilot(folds[0], prepared.splits["_positions"][folds[0]], config.time_budget)
+            config = replace(config, epochs=int(budget["epochs"]))
+            trainer.cfg = config
+            console.info(f"time budget {config.time_budget:g} s per fold: about {budget['estimated_epoch_s']:.1f} s "
+                         f"per epoch (pilot on fold {budget['pilot_fold']}) -> {config.epochs} epochs")
+            if not budget["fits"]:
+                console.warn(f"--time-budget {config.time_budget:g} s is shorter than one epoch (about "
+                             f"{budget['estimated_epoch_s']:.1f} s); training 1 epoch")
+        if ctx.main:
+            save_json({"config": config.to_dict(), "class_names": meta["class_names"], "meta": meta,
+                       "world_size": ctx.world, "folds": folds, "data_signature": prepared.fingerprint["signature"],
+                       "splits_digest": splits_digest(prepared.splits), **({"time_budget": budget} if budget else {})},
+                      out / "config.json")
         results = {f: trainer.run(f, prepared.splits["_positions"][f], resume, callbacks) for f in folds}
         summary = summarize_run(out, prepared.index.class_names) if ctx.main else {}
         if ctx.main and summary:

@@ -65,15 +65,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("-o", "--out", required=True, help="output folder of the run")
     t.add_argument("--fold", type=int, action="append", help="train only this fold (repeatable; default all)")
     t.add_argument("--model", default="mednext_cls_t",
-                   help="mednext_cls_t|s|b, or resnet18|resnet34|resnet50 (torchvision, from scratch); default "
-                        "mednext_cls_t")
+                   help="mednext_cls_t|s|b, or any timm model name (resnet18, convnext_atto, efficientnet_b0, ...), "
+                        "randomly initialised; default mednext_cls_t")
     t.add_argument("--model-kwargs", default="{}", metavar="JSON",
-                   help='network overrides, e.g. \'{"dims": [16, 32, 64, 128], "depths": [1, 1, 1, 1]}\' '
-                        '(default: none)')
+                   help='network keyword arguments, e.g. \'{"dims": [16, 32, 64, 128], "depths": [1, 1, 1, 1]}\' '
+                        'or \'{"drop_path_rate": 0.1}\' for timm models ({"pretrained": true} needs timm\'s download); '
+                        'default: none')
     t.add_argument("--input-size", type=int, default=224, help="square input side in pixels (default 224)")
     t.add_argument("--channels", choices=("auto", "grey", "rgb"), default="auto",
                    help="network input: auto (default) = grey when every image is grey (also grey stored as RGB)")
     t.add_argument("--epochs", type=int, default=100, help="training epochs per fold (default 100)")
+    t.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="train each fold for about SECONDS instead of --epochs: the epochs are fixed from a short "
+                        "timed pilot (equal wall-clock comparisons of models)")
     t.add_argument("--batch-size", type=int, default=32, help="images per step and process (default 32)")
     t.add_argument("--lr", type=float, default=5e-4, help="peak learning rate of AdamW (default 5e-4)")
     t.add_argument("--min-lr", type=float, default=1e-6, help="learning rate at the end of the cosine (default 1e-6)")
@@ -206,19 +210,18 @@ def _train(args: argparse.Namespace) -> int:
         raise MedNeXtUserError(f"--model-kwargs is not a JSON object ({e}); fix: e.g. '{{\"dims\": [16, 32, 64, 128]}}'") from None
     config = TrainConfig(
         model=args.model, model_kwargs=model_kwargs, input_size=args.input_size, channels=args.channels,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay,
-        warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, balance=args.balance,
-        augment=args.augment, color_jitter=args.color_jitter, grad_clip=args.grad_clip,
+        epochs=args.epochs, time_budget=args.time_budget, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
+        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
+        balance=args.balance, augment=args.augment, color_jitter=args.color_jitter, grad_clip=args.grad_clip,
         seed=DEFAULT_SEED if args.seed is None else args.seed,
         workers=args.workers, device=args.device, amp=args.amp, channels_last=args.channels_last,
         val_every=args.val_every, report_checkpoint=args.report_checkpoint, cache_images=args.cache_images,
         quiet=args.quiet,
     ).validate()
-    from nnunetv2_mednext.classification.models import available_models, check_buildable
+    from nnunetv2_mednext.classification.models import check_buildable, model_source
 
-    if config.model not in available_models():
-        raise MedNeXtUserError(f"unknown classifier {config.model!r}; fix: use one of {', '.join(available_models())}")
-    check_buildable(config.model, **config.model_kwargs)
+    model_source(config.model)  # an unknown name stops here, with close matches
+    check_buildable(config.model, **config.model_kwargs)  # bad --model-kwargs too, before any data is read
     con = Console(quiet=args.quiet)
     with _run_lock(args.out, "classification run"):
         data, layout_splits, _ = _resolve_data(args, args.out, con)

@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per command (default 1: on a shared or 2-core machine more threads are "
                              "slower)")
+    parser.add_argument("--baselines", nargs="+", default=[], choices=("resenc",),
+                        help="extra rows: resenc = nnU-Net's ResEnc-M preset (planner nnUNetPlannerResEncM, plans "
+                             "nnUNetResEncUNetMPlans), nnU-Net's recipe, same budget")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier demo results in --workdir")
 
 
@@ -39,5 +42,5 @@ def run(args: argparse.Namespace) -> int:
         raise MedNeXtUserError(f"--size must be a multiple of 32 (the U-Nets downsample 5 times), got {args.size}")
     workdir = args.workdir or tempfile.mkdtemp(prefix="mednext_demo_")
     run_demo(workdir, args.epochs, args.iters, args.val_iters, args.n_train, 4, args.size,
-             args.trainers or DEFAULT_TRAINERS, args.overwrite, threads=args.threads)
+             args.trainers or DEFAULT_TRAINERS, args.overwrite, threads=args.threads, baselines=args.baselines)
     return 0

@@ -11,7 +11,11 @@ For each model and fold it reads ``$nnUNet_results/DatasetXXX_Name/<model>/fold_
   ``numel`` over ``network_weights``, each shared tensor once);
 * ``<subdir>/inference_time.json`` (``{"seconds_per_case": ...}``, written by ``benchmarks/acdc_budget.py``), if any.
 
-It writes ``comparison.md`` (DSC and HD95 per class and mean, mean ± std over folds, cost table, missing folds),
+Models are named by their results folder, so any trainer and plans work alike: nnU-Net's ResEnc presets
+(``nnUNetTrainer__nnUNetResEncUNetMPlans__2d``), our planner's ``nnUNetMedNeXtPlans``, custom plans identifiers.
+
+It writes ``comparison.md`` (DSC and HD95 per class and mean, mean ± std over folds, a cost table naming each model's
+trainer, plans and configuration, missing folds),
 ``comparison.json`` and ``comparison.png`` (bars per class with the std over folds, and boxes of per-case mean DSC).
 Partial results work: folds without a summary or predictions are listed as missing.
 """
@@ -177,7 +181,9 @@ def compare_models(dataset: str | int, models: list[str], *, folds: list[int] | 
         if dj.is_file() and not labels:
             labels = {str(v): k for k, v in json.loads(dj.read_text()).get("labels", {}).items()
                       if isinstance(v, int) and v != 0}
-        entry: dict[str, Any] = {"model": spec, "name": names[i] if names else spec, "folder": str(model_dir),
+        trainer, plans, configuration = spec.split("__")
+        entry: dict[str, Any] = {"model": spec, "name": names[i] if names else spec, "trainer": trainer,
+                                 "plans": plans, "configuration": configuration, "folder": str(model_dir),
                                  "folds": {}, "missing": [], "notes": []}
         all_epoch_times: list[float] = []
         inference: list[float] = []
@@ -294,13 +300,15 @@ def markdown(comp: dict[str, Any]) -> str:
             row += [_cell(agg[k], scale) for k, _ in cols]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
-    lines += ["## Cost", "", "| Model | Params (M) | Train time / epoch (s) | Epochs logged | Inference (s / case) |",
-              "|---|---|---|---|---|"]
+    lines += ["## Cost", "", "| Model | Trainer | Plans | Config | Params (M) | Train time / epoch (s) | Epochs logged | "
+              "Inference (s / case) |", "|---|---|---|---|---|---|---|---|"]
     for e in comp["models"]:
         params = f"{e['params'] / 1e6:.2f}" if e["params"] else "—"
         ep = f"{e['epoch_time_s']:.1f}" if e["epoch_time_s"] is not None else "—"
         inf = f"{e['inference_s_per_case']:.2f}" if e["inference_s_per_case"] is not None else "not recorded"
-        lines.append(f"| {e['name']} | {params} | {ep} | {e['epochs_logged']} | {inf} |")
+        trainer, plans, config = e["model"].split("__")
+        lines.append(f"| {e['name']} | `{trainer}` | `{plans}` | {config} | {params} | {ep} | {e['epochs_logged']} | "
+                     f"{inf} |")
     lines.append("")
     missing = [e for e in comp["models"] if e["missing"]]
     if missing:
