@@ -32,8 +32,16 @@ def _pin_torch_threads() -> None:
 SHARED = Path(os.environ.get("NNUNETV2_MEDNEXT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 
-def shared_data_skip_reason(path: Path) -> str:
-    return f"real data not present: {path} (set NNUNETV2_MEDNEXT_SHARED to the folder holding data/)"
+def shared_data(name: str) -> Path:
+    """``$NNUNETV2_MEDNEXT_SHARED/data/<name>`` (a real dataset; docs/datasets.md says where each comes from)."""
+    return SHARED / "data" / name
+
+
+def requires_shared_data(name: str) -> pytest.MarkDecorator:
+    """Skip, with the one wording used everywhere, when the real dataset ``name`` is absent."""
+    path = shared_data(name)
+    return pytest.mark.skipif(not path.is_dir(), reason=f"real data not present: {path} (set NNUNETV2_MEDNEXT_SHARED "
+                                                       "to the folder that holds data/)")
 
 
 def _can_confine() -> str | None:

@@ -1,26 +1,18 @@
-"""Real data: BUSI (../shared/data/busi_256). Skipped when the shared folder is absent."""
+"""Real data: BUSI (``$NNUNETV2_MEDNEXT_SHARED/data/busi_256``). Skipped when it is absent."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
+from conftest import requires_shared_data, shared_data
 
 from nnunetv2_mednext.classification.console import Console
 from nnunetv2_mednext.classification.prepare import prepare
 
-
-def shared_root() -> Path:
-    return Path(os.environ.get("NNUNETV2_MEDNEXT_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-
-
-BUSI = shared_root() / "data" / "busi_256"
-pytestmark = [
-    pytest.mark.shared_data,
-    pytest.mark.skipif(not (BUSI / "benign").is_dir(), reason=f"BUSI not found at {BUSI} (set NNUNETV2_MEDNEXT_SHARED)"),
-]
+BUSI = shared_data("busi_256")
+pytestmark = [pytest.mark.shared_data, requires_shared_data("busi_256")]
 
 
 def test_busi_fingerprint_duplicates_and_grouped_folds(tmp_path: Path):

@@ -9,13 +9,14 @@ import h5py
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import requires_shared_data, shared_data
 
 from nnunetv2_mednext.cli import main
 from nnunetv2_mednext.conversion import acdc, convert_acdc, convert_synapse, synapse
 from nnunetv2_mednext.errors import MedNeXtUserError
 
 SHAPE = (6, 16, 16)
-SHARED_ACDC = Path(__file__).resolve().parents[2] / "shared" / "data" / "acdc_ssl4mis_h5"
+SHARED_ACDC = shared_data("acdc_ssl4mis_h5")
 
 
 def _write_nii(path: Path, array: np.ndarray, spacing_zyx: tuple[float, ...], origin=(0.0, 0.0, 0.0)) -> None:
@@ -269,9 +270,8 @@ def test_acdc_cli_subset_and_errors(acdc_h5: Path, tmp_path: Path, capsys: pytes
 
 
 @pytest.mark.shared_data
+@requires_shared_data("acdc_ssl4mis_h5")
 def test_acdc_shared_copy(tmp_path: Path) -> None:
-    if not (SHARED_ACDC / "data").is_dir():
-        pytest.skip(f"{SHARED_ACDC} not present")
     res = convert_acdc(SHARED_ACDC, tmp_path / "raw", max_per_split=2, log=lambda _m: None)
     assert res.layout == "ssl4mis" and len(res.train) == 8 and len(res.test) == 4
     for case in res.test:
@@ -279,3 +279,31 @@ def test_acdc_shared_copy(tmp_path: Path) -> None:
         img = sitk.ReadImage(str(res.folder / "imagesTs" / f"{case}_0000.nii.gz"))
         assert lab.GetSize() == img.GetSize() and 6 <= lab.GetSize()[2] <= 17
         assert set(np.unique(sitk.GetArrayFromImage(lab))) == {0, 1, 2, 3}
+
+
+def test_msd_conversion_holds_out_the_last_cases_as_test_set(tmp_path: Path) -> None:
+    src = tmp_path / "Task04_Hippocampus"
+    rng = np.random.default_rng(0)
+    for i in range(7):
+        lab = np.zeros((5, 10, 10), np.uint8)
+        lab[1:3, 2:6, 2:6], lab[3, 6:9, 6:9] = 1, 2
+        _write_nii(src / "imagesTr" / f"hippocampus_{i:03d}.nii.gz", rng.normal(size=lab.shape).astype(np.float32),
+                   (1.0, 1.0, 1.0))
+        _write_nii(src / "labelsTr" / f"hippocampus_{i:03d}.nii.gz", lab.astype(np.float32), (1.0, 1.0, 1.0))
+    from nnunetv2_mednext.conversion import convert_msd
+
+    res = convert_msd(src, tmp_path / "raw", dataset_id=4, test_cases=2, write_splits=True,
+                      preprocessed=tmp_path / "pre", log=lambda _m: None)
+    assert res.test == ["hippocampus_005", "hippocampus_006"] and len(res.train) == 5
+    folder = res.folder
+    assert sorted(p.name for p in (folder / "imagesTs").iterdir()) == ["hippocampus_005_0000.nii.gz",
+                                                                        "hippocampus_006_0000.nii.gz"]
+    assert len(list((folder / "labelsTr").iterdir())) == 5 and len(list((folder / "labelsTs").iterdir())) == 2
+    info = json.loads((folder / "dataset.json").read_text())
+    assert info["numTraining"] == 5 and info["labels"] == {"background": 0, "Anterior": 1, "Posterior": 2}
+    lab = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labelsTs" / "hippocampus_006.nii.gz")))
+    assert lab.dtype == np.uint8 and lab.max() == 2  # float labels rewritten as integers
+    splits = json.loads(res.splits_file.read_text())
+    assert len(splits) == 5 and all(set(s["train"]) | set(s["val"]) == set(res.train) for s in splits)
+    with pytest.raises(MedNeXtUserError, match="leaves fewer than 2"):
+        convert_msd(src, tmp_path / "raw2", dataset_id=5, test_cases=6, log=lambda _m: None)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import requires_shared_data, shared_data
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_mednext.pipeline import NnUNetRunner, nnunet_command
@@ -26,8 +27,7 @@ pytestmark = pytest.mark.slow
 DS = 990
 BUDGET = "NNUNETV2_MEDNEXT_BUDGET"
 CHECKPOINTING = "NNUNETV2_MEDNEXT_CHECKPOINTING"
-SHARED = Path(os.environ.get("NNUNETV2_MEDNEXT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-HIPPOCAMPUS = SHARED / "data" / "msd_hippocampus"
+HIPPOCAMPUS = shared_data("msd_hippocampus")
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -278,7 +278,7 @@ def _assert_within_memory_target(cfg: dict, target_gb: float) -> None:
 
 
 @pytest.mark.shared_data
-@pytest.mark.skipif(not HIPPOCAMPUS.is_dir(), reason=f"real data not present: {HIPPOCAMPUS} (../shared absent)")
+@requires_shared_data("msd_hippocampus")
 def test_hippocampus_2d_and_3d_fullres(tmp_path: Path) -> None:
     """Real 3D MRI: our planner (1 GB target keeps CPU batches small), short training, stock predict + evaluate."""
     runner = NnUNetRunner(tmp_path)

@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import requires_shared_data, shared_data
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 REF = "nnUNetTrainerMedNeXtRefUNet_budget"
 RESENC = "nnUNetResEncUNetMPlans"
-HIPPOCAMPUS = Path(os.environ.get("NNUNETV2_MEDNEXT_SHARED", REPO.parent / "shared")) / "data" / "msd_hippocampus"
+HIPPOCAMPUS = shared_data("msd_hippocampus")
 
 
 def _run(cmd: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
@@ -60,7 +61,7 @@ def test_demo_resenc_row_and_compare_on_its_results(tmp_path: Path) -> None:
 
 
 @pytest.mark.shared_data
-@pytest.mark.skipif(not HIPPOCAMPUS.is_dir(), reason=f"real data not present: {HIPPOCAMPUS} (../shared absent)")
+@requires_shared_data("msd_hippocampus")
 def test_hippocampus_benchmark_resenc_rows(tmp_path: Path) -> None:
     _run([sys.executable, str(REPO / "benchmarks" / "hippocampus_budget.py"), "--src", str(HIPPOCAMPUS), "--out",
           str(tmp_path), "--cases", "8", "--budget", "1,2,1", "--configs", "2d", "--trainers", REF, "--resenc"])

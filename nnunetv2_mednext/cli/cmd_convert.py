@@ -57,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--name", default="Hippocampus", help="dataset name (default Hippocampus)")
     m.add_argument("--labels", help="comma-separated foreground class names (default: the source dataset.json, else class_K)")
     m.add_argument("--max-cases", type=int, help="keep only the first N cases (sorted by name)")
+    m.add_argument("--test-cases", type=int, default=0,
+                   help="hold out the last N kept cases (by name) in imagesTs/labelsTs as a test set (default 0)")
     m.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder / splits_final.json")
     m.add_argument("--write-splits", action="store_true", help="also write a deterministic 5-fold splits_final.json")
     m.add_argument("--preprocessed", help="nnU-Net preprocessed root for --write-splits (default $nnUNet_preprocessed)")
@@ -72,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
         labels = [n.strip() for n in args.labels.split(",")] if args.labels else None
         res = convert_msd(args.src, args.out, dataset_id=args.id, name=args.name, labels=labels,
                           max_cases=args.max_cases, write_splits=args.write_splits, preprocessed=args.preprocessed,
-                          overwrite=args.overwrite, log=log)
-        print(f"{res.folder}: {len(res.train)} training cases" + (f"; splits in {res.splits_file}" if res.splits_file else ""))
+                          overwrite=args.overwrite, log=log, test_cases=args.test_cases)
+        print(f"{res.folder}: {len(res.train)} training, {len(res.test)} test cases"
+              + (f"; splits in {res.splits_file}" if res.splits_file else ""))
         return 0
     common = dict(
         dataset_id=args.id, name=args.name, spacing=parse_spacing(args.spacing), write_splits=args.write_splits,

@@ -62,8 +62,10 @@ def convert_msd(
     src: str | Path, out_root: str | Path | None = None, *, dataset_id: int = 4, name: str = "Hippocampus",
     labels: Sequence[str] | None = None, max_cases: int | None = None, write_splits: bool = False,
     preprocessed: str | Path | None = None, overwrite: bool = False, log: Callable[[str], None] = print,
+    test_cases: int = 0,
 ) -> ConversionResult:
-    """Copy an MSD-style task folder into ``DatasetXXX_Name`` (all cases in ``imagesTr``)."""
+    """Copy an MSD-style task folder into ``DatasetXXX_Name``: the last ``test_cases`` cases (by name) go to
+    ``imagesTs``/``labelsTs`` as a held-out test set, the others to ``imagesTr``."""
     import SimpleITK as sitk
 
     src = Path(src)
@@ -74,6 +76,10 @@ def convert_msd(
         if max_cases < 2:
             raise MedNeXtUserError(f"max_cases must be at least 2, got {max_cases}")
         ids = ids[:max_cases]
+    if not 0 <= test_cases <= len(ids) - 2:
+        raise MedNeXtUserError(f"--test-cases {test_cases} leaves fewer than 2 of {len(ids)} cases for training; fix: "
+                               "hold out fewer cases")
+    train_ids, test_ids = ids[: len(ids) - test_cases], ids[len(ids) - test_cases :]
     values: set[int] = set()
     for case in ids:
         arr = sitk.GetArrayFromImage(read_image(str(src / "labelsTr" / f"{case}{common.FILE_ENDING}")))
@@ -88,19 +94,20 @@ def convert_msd(
     with common.new_dataset(common.raw_root(out_root), dataset_id, name, overwrite, sources=(src,)) as stage:
         folder = stage.path
         for case in ids:
-            img_path, lab_path = common.case_paths(folder, case, test=False)
+            img_path, lab_path = common.case_paths(folder, case, test=case in test_ids)
             shutil.copyfile(src / "imagesTr" / f"{case}{common.FILE_ENDING}", img_path)
             # labels are re-written as uint8 (a few MSD files store them as float32)
             ref = read_image(str(src / "labelsTr" / f"{case}{common.FILE_ENDING}"))
             common.write_label(lab_path, sitk.GetArrayFromImage(ref).astype(np.uint8), reference=ref)
         common.write_dataset_json(
             folder, channel_names={"0": channel}, labels={"background": 0, **{n: k for k, n in enumerate(names, 1)}},
-            num_training=len(ids), name=stage.final.name,
-            conversion={"tool": "nnunetv2-mednext convert msd", "source": str(src), "cases": len(ids)},
+            num_training=len(train_ids), name=stage.final.name,
+            conversion={"tool": "nnunetv2-mednext convert msd", "source": str(src), "cases": len(ids),
+                        "test": test_ids},
         )
     folder = stage.final
     splits_file = None
     if write_splits:
-        splits_file = common.write_splits(common.five_fold_splits(ids), folder.name, preprocessed, overwrite)
-    log(f"wrote {folder} ({len(ids)} training cases, labels {names})")
-    return ConversionResult(folder, ids, [], [], splits_file, "msd")
+        splits_file = common.write_splits(common.five_fold_splits(train_ids), folder.name, preprocessed, overwrite)
+    log(f"wrote {folder} ({len(train_ids)} training, {len(test_ids)} test cases, labels {names})")
+    return ConversionResult(folder, train_ids, test_ids, [], splits_file, "msd")

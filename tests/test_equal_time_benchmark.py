@@ -1,0 +1,71 @@
+"""``benchmarks/equal_time.py``: the dry run names every command; a tiny real run on a fake MSD task works end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "equal_time.py"
+
+
+def _bench(*args: object, timeout: int = 1800) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def test_dry_run_lists_pilot_seeds_predict_and_evaluate(tmp_path: Path) -> None:
+    proc = _bench("acdc", "--dry-run", "--work", tmp_path / "w", "--seeds", 0, 1, "--variants", "mednext_s")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(ln.startswith("nnunetv2-mednext convert acdc") for ln in lines)
+    trains = [ln for ln in lines if "nnUNetv2_train 802 2d 0" in ln]
+    # 5 rows (4 default + 1 variant): one pilot each, then one run per row and seed
+    assert len(trains) == 5 + 5 * 2
+    assert sum("NNUNETV2_MEDNEXT_SEED=1" in ln for ln in trains) == 5
+    assert any("-p nnUNetPlans_v_mednext_s" in ln and "nnUNetTrainerMedNeXtRecipeUNet_budget" in ln for ln in trains)
+    assert sum(ln.startswith("nnUNetv2_predict") for ln in lines) == 10
+    assert sum(ln.startswith("nnunetv2-mednext evaluate") for ln in lines) == 10
+
+
+def _fake_msd(root: Path, n: int) -> Path:
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.mgrid[:16, :24, :24]
+    for i in range(n):
+        c = rng.integers(8, 16, 3)
+        lab = ((zz - c[0] / 2) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= 16).astype(np.uint8)
+        lab[(lab == 0) & (np.abs(yy - 4) < 2) & (np.abs(xx - 4) < 2)] = 2
+        img = (100 * lab + rng.normal(0, 10, lab.shape)).astype(np.float32)
+        for sub, arr in (("imagesTr", img), ("labelsTr", lab)):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            sitk.WriteImage(sitk.GetImageFromArray(arr), str(root / sub / f"hippocampus_{i:03d}.nii.gz"), True)
+    return root
+
+
+@pytest.mark.slow
+def test_tiny_real_run_writes_a_report_with_equal_time_budgets(tmp_path: Path) -> None:
+    src = _fake_msd(tmp_path / "Task04_Hippocampus", 9)
+    out = tmp_path / "report.md"
+    proc = _bench("hippocampus", "--source", src, "--work", tmp_path / "w", "--minutes", 0.3, "--seeds", 0, 1,
+                  "--rows", "unet_recipe", "mednext", "--iters", 3, "--val-iters", 1, "--test-cases", 3, "--out", out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = out.read_text()
+    assert "U-Net + MedNeXt recipe" in text and "MedNeXt (default)" in text and "± " in text
+    assert "| MedNeXt (default) | U-Net + MedNeXt recipe |" in text  # paired per-case comparison
+    assert str(tmp_path) not in text and "$WORK" in text  # no machine paths in the report
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((tmp_path / "w" / "equal_time.json").read_text())
+    for row in data.values():
+        assert sorted(map(int, row["seeds"])) == [0, 1]
+        for s in row["seeds"].values():
+            assert len(s["per_case"]) == 3 and 0.0 <= s["mean_dice"] <= 1.0
+            assert s["epochs"] == len(s["curve"]["seconds"]) == len(s["curve"]["ema_dice"])
+    # two seeds of one row differ (they are seeded differently), the same seed repeats nothing else
+    a = data["mednext"]["seeds"]
+    assert a["0"]["per_case"] != a["1"]["per_case"]
