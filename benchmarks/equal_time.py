@@ -299,8 +299,10 @@ class Bench:
                 train = self.train_job(row, f"{epochs[row.key]},{a.iters},{a.val_iters}", seed, tag)
                 jobs.append((train, tag))
         self.run_all(jobs)
-        self.run_all([(j, f"seed{s}") for s in a.seeds for r in self.rows for j in self.predict_jobs(r, f"seed{s}")
-                      if a.dry_run or not (self.fold_dir(r, f"seed{s}") / "test_evaluation" / "summary.json").is_file()])
+        todo = [(r, f"seed{s}") for s in a.seeds for r in self.rows
+                if a.dry_run or not (self.fold_dir(r, f"seed{s}") / "test_evaluation" / "summary.json").is_file()]
+        for step in (0, 1):  # every prediction, then every evaluation (an evaluation needs its prediction)
+            self.run_all([(self.predict_jobs(r, tag)[step], tag) for r, tag in todo])
 
 
 # -- report --------------------------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def _fake_msd(root: Path, n: int) -> Path:
 def test_tiny_real_run_writes_a_report_with_equal_time_budgets(tmp_path: Path) -> None:
     src = _fake_msd(tmp_path / "Task04_Hippocampus", 9)
     out = tmp_path / "report.md"
-    proc = _bench("hippocampus", "--source", src, "--work", tmp_path / "w", "--minutes", 0.3, "--seeds", 0, 1,
+    proc = _bench("hippocampus", "--source", src, "--work", tmp_path / "w", "--minutes", 0.1, "--seeds", 0, 1, "--jobs", 2,
                   "--rows", "unet_recipe", "mednext", "--iters", 3, "--val-iters", 1, "--test-cases", 3, "--out", out)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = out.read_text()
