@@ -1,29 +1,39 @@
 """Fast execution of MedNeXt layers: the same parameters and the same maths, cheaper kernels (pure PyTorch).
 
 A MedNeXt network is made of cheap-in-MACs ops (1x1 convolutions, depthwise convolutions, per-channel norms,
-GELU) that PyTorch's default kernels run far below peak on CPU. This module replaces *how* they run, never *what*
-they compute (tests/test_fastops.py checks outputs and gradients against the plain modules):
+GELU) that PyTorch's default kernels run far below peak on CPU, and it keeps many maps for backward. This module
+changes *how* they run, never *what* they compute (``tests/test_fastops.py`` checks outputs and gradients against
+the plain modules, and every custom backward with ``gradcheck``):
 
-* **Channels-last activations on CPU.** :func:`prepare_input` makes the network input channels-last; every op below
+* **Channels-last activations on CPU.** :func:`prepare_input` makes the activations channels-last; every op below
   keeps that layout, so the ``(B, C, *S)`` tensors are ``(B, *S, C)`` in memory. oneDNN's depthwise kernels
   are 2-4x faster in that layout, and a 1x1 convolution becomes one GEMM over the channel axis.
-* **Pointwise convolutions as GEMMs** (:func:`pointwise_conv`): ``F.linear`` on the permuted (contiguous) view.
+* **Pointwise convolutions as GEMMs** (:func:`pointwise_conv`): ``F.linear`` on the permuted (contiguous) view; the
+  decoder's ``PW(cat(up, skip))`` is two GEMMs into one output (no concatenated copy).
 * **Depthwise convolutions** (:func:`depthwise_conv`):
 
   - taps that only ever read zero padding are cropped from the kernel (a dilated 7x7 on a 7x7 map has 5x5
     useful taps; their gradient is exactly zero either way);
+  - a dilated convolution runs as a plain one on the map's ``d``-strided sub-grids (oneDNN's dilated depthwise
+    kernel is not vectorised);
   - on CPU, a custom backward: the input gradient is the forward convolution of the output gradient with the
-    flipped kernel (oneDNN's forward is several times faster than its backward-data), and the weight gradient
-    is, on small maps, a depthwise convolution of the input with the output gradient as the kernel (oneDNN's
-    depthwise backward-weights is the slowest op of a MedNeXt step).
+    flipped kernel (oneDNN's depthwise forward is several times faster than its backward-data), and the weight
+    gradient comes from the fastest of three exact formulations (see :func:`_depthwise_weight_grad`).
 
 * **Instance norm on channels-last tensors** (:func:`instance_norm`): ``native_group_norm``'s channels-last forward
   and a closed-form backward (PyTorch's channels-last GroupNorm backward is about 2x its contiguous one).
+* **Fused autograd nodes** for the training forward of whole sub-blocks: the Roy et al. block
+  (:class:`_RoyBlockCPU`), the seed block's LA-FFN / SDW-FFN residual sub-layers (:class:`_PreNormFFNCPU`), conv ->
+  norm (-> GELU) (stem, downsampling: :class:`_ConvNormCPU`) and the decoder's skip fusion (:class:`_SkipFuseCPU`).
+  Each saves only its input and its expensive intermediate maps (GEMM and depthwise outputs) and recomputes the
+  cheap ones (norm output, GELU output, products) in backward: the network keeps about half the bytes for
+  backward, and fewer temporaries are allocated.
 
 Everything falls back to the plain op when fast ops are off (``NNUNETV2_MEDNEXT_FAST_OPS=0`` or
 :func:`reference_ops`), while ``torch.compile`` traces (the compiler fuses on its own), and for layouts or
-configurations it does not cover. On CUDA only the exact tap cropping and the layer-level fusions apply; channels-last
-is a CPU default (``NNUNETV2_MEDNEXT_CHANNELS_LAST=1`` forces it on any device, ``0`` turns it off).
+configurations it does not cover (e.g. batch norm, drop path in training). The CPU is the measured target: on other
+devices only the exact tap cropping applies unless ``NNUNETV2_MEDNEXT_CHANNELS_LAST=1`` asks for channels-last
+activations (``0`` turns them off on CPU).
 """
 
 from __future__ import annotations
@@ -118,7 +128,7 @@ def pointwise_conv(
     PyTorch 2.14's channels-last strided 1x1 convolution backward on CPU).
     """
     strided = stride is not None and any(s != 1 for s in stride)
-    if fast_ops_enabled() and is_channels_last(x):
+    if fast_ops_enabled() and is_channels_last(x) and channels_last_wanted(x.device):
         if strided:
             x = x[(slice(None), slice(None), *(slice(None, None, s) for s in stride))]  # type: ignore[union-attr]
         return _to_first(F.linear(_to_last(x), weight.flatten(1), bias))
@@ -128,7 +138,7 @@ def pointwise_conv(
 
 def concat_pointwise(x: torch.Tensor, skip: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``PW(cat((x, skip), 1))`` without materialising the concatenation (two GEMMs into one output)."""
-    if fast_ops_enabled() and is_channels_last(x) and is_channels_last(skip):
+    if fast_ops_enabled() and is_channels_last(x) and is_channels_last(skip) and channels_last_wanted(x.device):
         c = x.shape[1]
         w = weight.flatten(1)
         x2 = _to_last(x).reshape(-1, c)
