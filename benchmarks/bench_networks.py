@@ -297,6 +297,31 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's peak resident size (Linux ``clear_refs``); False where that is not possible.
+
+    ``ru_maxrss`` alone is not enough: a child process starts with its parent's high-water mark (fork), so a worker
+    started by a big benchmark process would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident size since :func:`reset_peak_rss` (``VmHWM``), else since the process started."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def make_runner(spec: Spec, plan: str, args: argparse.Namespace, device: torch.device) -> Runner:
     shape = (args.batch, args.in_channels, *PLANS[plan]["patch"])
     gen = torch.Generator().manual_seed(0)
@@ -323,12 +348,13 @@ def step_memory(spec: Spec, plan: str, args: argparse.Namespace, device: torch.d
         torch.cuda.reset_peak_memory_stats()
     else:
         base = _rss_bytes()
+        reset_peak_rss()
     for _ in range(2):  # the first step creates the gradients and the AdamW state
         runner.train_step()
     if device.type == "cuda":
         torch.cuda.synchronize()
         return int(torch.cuda.max_memory_allocated() - base)
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
+    return int(peak_rss_bytes() - base)
 
 
 def _worker_argv(args: argparse.Namespace) -> list[str]:
@@ -590,6 +616,28 @@ def _phase_times(trainer, batch: dict) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+NOTES = [
+    "## Reading the numbers",
+    "",
+    "* `mednext_t` and `mednext_t (reference ops)` are the same network with the same weights; the difference is "
+    "`networks/fastops.py` (channels-last activations, 1x1 convs as GEMMs, faster depthwise backward, fused "
+    "autograd nodes that recompute norm and GELU outputs instead of saving them; `docs/architecture.md` section 9). "
+    "Their outputs and gradients agree to float rounding (`tests/test_fastops.py`).",
+    "* Where the time goes now (profiles below): GEMMs of the 1x1 convs on expanded maps, element-wise passes and "
+    "copies (norm apply, residual adds, layout changes), depthwise convolutions, and GELU (computed twice for "
+    "the maps that are recomputed in backward). None of them dominates; the U-Net's time is ~70 % dense "
+    "convolutions.",
+    "* The Roy et al. network (`mednextv1_s_k3`) gets the layer-level speed-ups (GEMMs, depthwise backward, norm) "
+    "and the fused plain block, but not fused up/down blocks: in 3D its transposed and strided depthwise "
+    "convolutions run on oneDNN's generic 3D kernels (a 64-channel 32^3 -> 64^3 transposed depthwise forward takes "
+    "~20x the time of the strided conv that reverses it, and its weight gradient several hundred ms), and its up "
+    "blocks expand to 2x the input channels at the output resolution.",
+    "* The fast paths are CPU paths. On CUDA the plain ops run (plus exact tap cropping and fused AdamW); measure "
+    "them with `--device cuda --amp`.",
+    "",
+]
+
+
 def machine_info(device: torch.device, args: argparse.Namespace) -> list[str]:
     cpu = platform.processor() or "unknown"
     with contextlib.suppress(OSError):
@@ -719,6 +767,7 @@ def render(results: list[Result], profiles: list[dict], trainer: dict | None, ar
             out.append(f"| `{name}` | {quantity} | <= {target} | {value:.2f} | {verdict} |")
         out.append("")
 
+    out += NOTES
     for prof in profiles:
         out += [
             f"## Profile: one training step of `{prof['name']}` ({prof['plan'].upper()})",
@@ -801,7 +850,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="'saved': activation memory only (no step-memory subprocesses)")
     parser.add_argument("--amp", action="store_true", help="fp16 autocast + GradScaler (CUDA only)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory format (CUDA only)")
-    parser.add_argument("--profile", nargs="*", default=["mednext_t:2d", "mednext_t:3d"], metavar="NAME:PLAN",
+    parser.add_argument("--profile", nargs="*", default=["mednext_t:2d", "mednext_t:3d", "mednextv1_s_k3:3d"],
+                        metavar="NAME:PLAN",
                         help="networks to profile for one training step (none: give the flag without values)")
     parser.add_argument("--profile-top", type=int, default=15)
     parser.add_argument("--trainer-step", action="store_true",
