@@ -627,11 +627,11 @@ NOTES = [
     "copies (norm apply, residual adds, layout changes), depthwise convolutions, and GELU (computed twice for "
     "the maps that are recomputed in backward). None of them dominates; the U-Net's time is ~70 % dense "
     "convolutions.",
-    "* The Roy et al. network (`mednextv1_s_k3`) gets the layer-level speed-ups (GEMMs, depthwise backward, norm) "
-    "and the fused plain block, but not fused up/down blocks: in 3D its transposed and strided depthwise "
-    "convolutions run on oneDNN's generic 3D kernels (a 64-channel 32^3 -> 64^3 transposed depthwise forward takes "
-    "~20x the time of the strided conv that reverses it, and its weight gradient several hundred ms), and its up "
-    "blocks expand to 2x the input channels at the output resolution.",
+    "* The Roy et al. network (`mednextv1_s_k3`) gets the layer-level speed-ups (GEMMs, depthwise backward, norm, "
+    "2D-sliced weight gradients of its strided and transposed 3D depthwise convs) and the fused plain block, but "
+    "its up/down blocks are not fused: the forward of a 3D transposed depthwise conv stays on oneDNN's generic "
+    "kernel (150 ms for 64 channels, 32^3 -> 64^3, about 20x the strided conv that reverses it), and an up block "
+    "expands to 2x its input channels at the output resolution.",
     "* The fast paths are CPU paths. On CUDA the plain ops run (plus exact tap cropping and fused AdamW); measure "
     "them with `--device cuda --amp`.",
     "",

@@ -154,6 +154,28 @@ def test_depthwise_conv_matches_conv(monkeypatch, shape, kernel, dilation, wgrad
     assert torch.autograd.gradcheck(lambda *t: depthwise_conv(*t, padding, dilation), (x, w, b))
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize(
+    ("shape", "kernel", "stride", "padding", "output_padding"),
+    [((2, 3, 4, 5, 6), (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1)),  # Roy et al. 3D down / up
+     ((1, 2, 3, 4, 5), (1, 3, 3), (1, 2, 2), (0, 1, 1), (0, 1, 1))],  # anisotropic plan: flat first axis
+)
+def test_strided_and_transposed_depthwise_3d(shape, kernel, stride, padding, output_padding, transposed) -> None:
+    torch.manual_seed(0)
+    c = shape[1]
+    cls = nn.ConvTranspose3d if transposed else nn.Conv3d
+    extra = {"output_padding": output_padding} if transposed else {}
+    conv = cls(c, c, kernel, stride=stride, padding=padding, groups=c, **extra).double()
+    use_fast_layers(conv)
+    x = _cl(torch.randn(shape, dtype=torch.float64)).requires_grad_()
+    assert fastops.strided_depthwise_fusable(conv, x)
+    assert "_StridedDepthwise3DCPUBackward" in autograd_nodes(conv(x))
+    with reference_ops():
+        ref = conv(x)
+    torch.testing.assert_close(conv(x), ref)
+    _gradcheck_module(conv, x)
+
+
 def test_instance_norm_channels_last_gradcheck() -> None:
     torch.manual_seed(0)
     x = _cl(torch.randn(2, 3, 4, 5, dtype=torch.float64) * 3 + 1).requires_grad_()

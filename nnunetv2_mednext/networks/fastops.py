@@ -18,7 +18,9 @@ the plain modules, and every custom backward with ``gradcheck``):
     kernel is not vectorised);
   - on CPU, a custom backward: the input gradient is the forward convolution of the output gradient with the
     flipped kernel (oneDNN's depthwise forward is several times faster than its backward-data), and the weight
-    gradient comes from the fastest of three exact formulations (see :func:`_depthwise_weight_grad`).
+    gradient comes from the fastest of three exact formulations (see :func:`_depthwise_weight_grad`);
+  - strided and transposed depthwise 3D convs (Roy et al. down/up blocks) compute their weight gradient as 2D
+    calls per depth tap (:class:`_StridedDepthwise3DCPU`).
 
 * **Instance norm on channels-last tensors** (:func:`instance_norm`): ``native_group_norm``'s channels-last forward
   and a closed-form backward (PyTorch's channels-last GroupNorm backward is about 2x its contiguous one).
@@ -326,6 +328,98 @@ def depthwise_conv(
     if x.device.type == "cpu" and _needs_autograd(x, weight, bias):
         return _DepthwiseConvCPU.apply(x, weight, bias, padding, dilation)
     return _dw(x, weight, bias, padding, dilation)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# strided and transposed depthwise convolutions in 3D (the Roy et al. down/up blocks)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _strided_depthwise_weight_grad(inp, grad_out, weight, stride, padding):
+    """Weight gradient of a strided depthwise 3D conv ``inp -> grad_out``: ``sum_p inp_pad[s p + t] g[p]`` per tap,
+    as one 2D backward-weights call per depth tap and sample (oneDNN's 3D one is not vectorised)."""
+    b, c = inp.shape[:2]
+    pd, ph, pw = padding
+    xp = F.pad(inp, [pw, pw, ph, ph, pd, pd]).contiguous(memory_format=torch.channels_last_3d)
+    grad_out = grad_out.contiguous(memory_format=torch.channels_last_3d)
+    n_out = grad_out.shape[2]
+    weight2d = weight[:, :, 0]
+    out = weight.new_empty(weight.shape)
+    for i in range(weight.shape[2]):
+        acc = None
+        for s in range(b):
+            planes = xp[s, :, i : i + stride[0] * (n_out - 1) + 1 : stride[0]].transpose(0, 1)
+            part = torch.ops.aten.convolution_backward(
+                grad_out[s].transpose(0, 1), planes, weight2d, None, list(stride[1:]), [0, 0], [1, 1], False, [0, 0],
+                c, [False, True, False],
+            )[1]
+            acc = part if acc is None else acc.add_(part)
+        out[:, :, i] = acc
+    return out
+
+
+class _StridedDepthwise3DCPU(torch.autograd.Function):
+    """Strided (``transposed=False``) or transposed depthwise 3D conv whose weight gradient runs as 2D calls.
+
+    Forward and input gradient are oneDNN's; the weight gradient (oneDNN's slowest part for these convs: 370 ms of
+    a 530 ms forward + backward for a 64-channel 32^3 -> 64^3 transposed conv) is
+    :func:`_strided_depthwise_weight_grad`.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, output_padding, transposed):  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.conf = (stride, padding, output_padding, transposed, bias is not None)
+        if transposed:
+            return F.conv_transpose3d(x, weight, bias, stride, padding, output_padding, x.shape[1])
+        return F.conv3d(x, weight, bias, stride, padding, 1, x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        stride, padding, _, transposed, has_bias = ctx.conf
+        need = ctx.needs_input_grad
+        grad = grad.contiguous(memory_format=torch.channels_last_3d)
+        c = x.shape[1]
+        g_x = g_w = g_b = None
+        if need[0]:
+            if transposed:  # the adjoint of a transposed conv is the strided conv
+                g_x = F.conv3d(grad, weight, None, stride, padding, 1, c)
+            else:
+                g_x = torch.ops.aten.convolution_backward(
+                    grad, x, weight, None, list(stride), list(padding), [1, 1, 1], False, [0, 0, 0], c,
+                    [True, False, False],
+                )[0]
+        if need[1]:  # a transposed conv's weight gradient is that of the strided conv from its output to its input
+            g_w = _strided_depthwise_weight_grad(grad, x, weight, stride, padding) if transposed else \
+                _strided_depthwise_weight_grad(x, grad, weight, stride, padding)
+        if has_bias and need[2]:
+            g_b = grad.sum([0, 2, 3, 4])
+        return g_x, g_w, g_b, None, None, None, None
+
+
+def strided_depthwise_fusable(m: nn.Module, x: torch.Tensor) -> bool:
+    """A 3D depthwise (transposed) conv with a stride, on a channels-last CPU tensor that needs gradients."""
+    return (
+        fast_ops_enabled()
+        and x.ndim == 5
+        and x.device.type == "cpu"
+        and is_channels_last(x)
+        and m.groups == m.in_channels == m.out_channels  # type: ignore[attr-defined]
+        and m.padding_mode == "zeros"  # type: ignore[attr-defined]
+        and not isinstance(m.padding, str)  # type: ignore[attr-defined]
+        and all(d == 1 for d in m.dilation)  # type: ignore[attr-defined]
+        and any(st != 1 for st in m.stride)  # type: ignore[attr-defined]
+        and _needs_autograd(x, *m.parameters())
+    )
+
+
+def strided_depthwise_forward(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    transposed = isinstance(m, nn.ConvTranspose3d)
+    return _StridedDepthwise3DCPU.apply(
+        x, m.weight, m.bias, tuple(m.stride), tuple(m.padding),  # type: ignore[attr-defined]
+        tuple(m.output_padding) if transposed else (0, 0, 0), transposed,  # type: ignore[attr-defined]
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -818,6 +912,8 @@ class _FastConvMixin:
             return pointwise_conv(x, self.weight, self.bias, self.stride)  # type: ignore[attr-defined]
         if kind == "depthwise":
             return depthwise_conv(x, self.weight, self.bias, self.padding, self.dilation)  # type: ignore[attr-defined]
+        if strided_depthwise_fusable(self, x):  # type: ignore[arg-type]
+            return strided_depthwise_forward(self, x)  # type: ignore[arg-type]
         return super().forward(x)  # type: ignore[misc]
 
 
@@ -841,6 +937,8 @@ class _SafeTransposedMixin:
             # PyTorch 2.14 crashes in the channels-last backward of a strided 1x1 transposed conv on CPU
             y = super().forward(x.contiguous(), output_size)  # type: ignore[misc]
             return y.contiguous(memory_format=_cl_format(x.ndim))
+        if output_size is None and strided_depthwise_fusable(self, x):  # type: ignore[arg-type]
+            return strided_depthwise_forward(self, x)  # type: ignore[arg-type]
         return super().forward(x, output_size)  # type: ignore[misc]
 
 
