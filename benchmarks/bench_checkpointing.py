@@ -64,13 +64,14 @@ def measure_one(name: str, checkpointing: bool, plan: str, args: argparse.Namesp
         torch.cuda.reset_peak_memory_stats()
     else:
         base = _rss_bytes()
+        bn.reset_peak_rss()  # a child starts with its parent's peak RSS: measure this process's own
     for _ in range(args.warmup):
         runner.train_step()
     times = [runner.timed(runner.train_step) for _ in range(args.repeats)]
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        peak = bn.peak_rss_bytes() - base
     return {"name": name, "checkpointing": checkpointing, "plan": plan, "train_s": statistics.median(times),
             "peak_bytes": int(peak), "params": sum(p.numel() for p in net.parameters())}
 

@@ -1,7 +1,9 @@
 """Calibrate the planner's memory model: bytes saved for backward per unit of ``compute_conv_feature_map_size``.
 
 Runs one forward pass per configuration on CPU (fp32) while counting the bytes of every distinct tensor autograd
-saves for backward (``torch.autograd.graph.saved_tensors_hooks``), and prints bytes / proxy. Usage:
+saves for backward (``torch.autograd.graph.saved_tensors_hooks``), and prints bytes / proxy. The planner sizes
+batches for a GPU, where the CPU-only fused nodes of ``networks/fastops.py`` do not run, so the plain ops are
+measured (``reference_ops``). Usage:
 
     python benchmarks/calibrate_planner.py
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from nnunetv2_mednext.networks import create_model, reference_topology
+from nnunetv2_mednext.networks.fastops import reference_ops
 from nnunetv2_mednext.plan_networks import saved_tensor_bytes
 
 
@@ -34,7 +37,8 @@ def main() -> None:
         net = create_model(name, spatial_dims=dims, num_classes=4, deep_supervision=True,
                            topology=reference_topology(dims, n_stages))
         net.train()
-        b = saved_bytes(net, torch.randn(*shape))
+        with reference_ops():  # the GPU execution path (fastops' fused nodes keep about half of this on CPU)
+            b = saved_bytes(net, torch.randn(*shape))
         proxy = int(net.compute_conv_feature_map_size(shape[2:]))
         print(f"{name:<16} {shape[2:]!s:<18} {b / 2**20:9.1f} {proxy / 1e6:10.2f} {b / proxy:10.2f}")
 

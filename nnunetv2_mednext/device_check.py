@@ -183,8 +183,9 @@ def recipe_optimizer(cls: type, net: nn.Module, total_steps: int) -> tuple[torch
         lr, wd = cls.mednext_lr, cls.mednext_weight_decay
     else:  # nnUNetTrainer.__init__ defaults
         lr, wd = 1e-2, 3e-5
+    device = next(net.parameters()).device
     view = _RecipeView(cls, network=net, initial_lr=lr, weight_decay=wd, num_epochs=max(1, total_steps),
-                       num_iterations_per_epoch=1)
+                       num_iterations_per_epoch=1, device=device)
     return cls.configure_optimizers(view)
 
 

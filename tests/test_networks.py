@@ -31,6 +31,7 @@ from nnunetv2_mednext.networks import (
     upkern_load,
 )
 from nnunetv2_mednext.networks import segmentation as segmentation_module
+from nnunetv2_mednext.networks.fastops import reference_ops
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -156,7 +157,8 @@ def test_forward_backward_shapes_and_deep_supervision(plan: str, family: str) ->
         single = net(x)
     assert isinstance(single, torch.Tensor)
     assert single.shape == (2, NUM_CLASSES, *p["patch"])
-    torch.testing.assert_close(single, outputs[0].detach(), rtol=1e-5, atol=1e-6)
+    # training runs fused autograd nodes (networks/fastops.py), inference the plain ops: fp32 rounding differs
+    torch.testing.assert_close(single, outputs[0].detach(), rtol=1e-4, atol=1e-5)
 
     # the parameters do not depend on deep supervision (checkpoints load either way)
     other = build(plan, family, deep_supervision=False)
@@ -220,8 +222,8 @@ def test_composition_b_uses_la_ffn_sparingly() -> None:
 def test_light_levels_use_roy_blocks() -> None:
     net = build("2d_4stages_48x80", "seed_A", n_light_levels=2)
     for i, stage in enumerate(net.encoder.stages):
-        kinds = {type(b) for b in stage}
-        assert kinds == ({MedNeXtV1Block} if i < 2 else {MedNeXtBlock})
+        expected = MedNeXtV1Block if i < 2 else MedNeXtBlock
+        assert all(isinstance(b, expected) for b in stage)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -381,8 +383,10 @@ def test_checkpointing_under_torch_compile_matches_eager() -> None:
     ckpt.set_checkpointing(True)
     compiled = torch.compile(ckpt, backend="aot_eager")
     x = torch.randn(2, 1, 48, 80)
-    out_ref, out_c = ref(x), compiled(x)
-    linear_probe_loss(out_ref).backward()
+    with reference_ops():  # a compiled network traces the plain ops (fastops steps aside while compiling)
+        out_ref = ref(x)
+        linear_probe_loss(out_ref).backward()
+    out_c = compiled(x)
     linear_probe_loss(out_c).backward()
     for a, b in zip(out_ref, out_c):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -129,6 +129,7 @@ def test_v1_recipe_is_roys(name: str, warm: bool, decay_everything: bool) -> Non
                                                              (16, 16)), 1, 2, True)
     t.initial_lr, t.weight_decay = cls.mednext_lr, cls.mednext_weight_decay
     t.num_epochs, t.num_iterations_per_epoch = 1000, 250
+    t.device = torch.device("cpu")
     optimizer, scheduler = t.configure_optimizers()
     assert optimizer.defaults["eps"] == 1e-4
     decays = {g["weight_decay"] for g in optimizer.param_groups}

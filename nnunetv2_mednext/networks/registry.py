@@ -93,7 +93,11 @@ class SegVariant:
         **overrides: Any,
     ) -> dict[str, Any]:
         """JSON-serialisable ``arch_kwargs`` for :class:`MedNeXtUNet` on the given topology."""
-        if self.widths is not None:
+        if overrides.get("features_per_stage") == "plan":  # design option: the plan's widths, not the recipe's
+            overrides = {k: v for k, v in overrides.items() if k != "features_per_stage"}
+            features = [int(v) for v in plan_features] if plan_features is not None else \
+                [min(32 * 2**i, 512) for i in range(n_stages)]
+        elif self.widths is not None:
             features = per_stage(list(self.widths), n_stages, "widths")
         elif plan_features is not None:
             features = [int(v) for v in plan_features]
@@ -174,6 +178,62 @@ for _size, (_r, _rd, _b, _bd, _ckpt) in _V1.items():
     for _k in (3, 5):
         _seg(SegVariant(f"mednextv1_{_size}_k{_k}", "v1", None, _b, _bd, _r, _rd, kernel_size=_k, checkpointing=_ckpt,
                         description=f"Roy et al. MedNeXt {_size.upper()} (kernel {_k}); widths from the plan (32 doubling)."))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# design options of the seed network (issue 14's ablation): overrides of ``mednext_t``'s arch kwargs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DesignOption:
+    """A named alternative to one free choice of the default seed network (kwargs merged into its arch kwargs)."""
+
+    name: str
+    choice: str
+    overrides: dict[str, Any]
+    description: str
+
+
+DESIGN_OPTIONS: dict[str, DesignOption] = {
+    o.name: o
+    for o in (
+        DesignOption("default", "-", {}, "mednext_t as registered"),
+        DesignOption("composition_B", "composition / LA-FFN placement", {"composition": "B"},
+                     "SEM -> SDW-FFN; LA-FFN only at the two lowest-resolution levels"),
+        DesignOption("light_levels_2", "where seed blocks start", {"n_light_levels": 2},
+                     "seed blocks from 1/4 resolution (Roy et al. blocks above)"),
+        DesignOption("light_levels_4", "where seed blocks start", {"n_light_levels": 4},
+                     "seed blocks from 1/16 resolution"),
+        DesignOption("exp_ratio_2", "expansion ratio per level", {"exp_ratio": [2] * 8, "exp_ratio_decoder": [2] * 8},
+                     "expansion 2 everywhere (default: 4 in the seed levels)"),
+        DesignOption("exp_ratio_1_level0", "expansion ratio per level",
+                     {"exp_ratio": [1, 2, 2, 4], "exp_ratio_decoder": [1, 2, 2, 4]},
+                     "expansion 1 in the full-resolution blocks"),
+        DesignOption("no_level0_blocks", "stem / level-0 blocks",
+                     {"n_blocks_per_stage": [0, 1, 1, 2, 2, 2], "n_blocks_per_stage_decoder": [0, 1]},
+                     "no block at full resolution (stem, skip fusion and heads only)"),
+        DesignOption("sem_kernels_5_7_11", "kernel sizes", {"sem_kernels": [5, 7, 11]},
+                     "SEM without the 21-long strips"),
+        DesignOption("la_kernels_5_5_2", "kernel sizes", {"la_kernels": [5, 5, 2]},
+                     "LA-FFN attention 5x5 then 5x5 dilation 2 (default 5x5, 7x7 dilation 3)"),
+        DesignOption("norm_batch", "norm", {"norm": "batch"}, "BatchNorm"),
+        DesignOption("norm_group", "norm", {"norm": "group"}, "GroupNorm with one group"),
+        DesignOption("norm_layer", "norm", {"norm": "layer"}, "LayerNorm over channels"),
+        DesignOption("layer_scale_off", "layer scale init", {"layer_scale": None}, "no layer scale"),
+        DesignOption("layer_scale_1e-6", "layer scale init", {"layer_scale": 1e-6}, "layer scale init 1e-6"),
+        DesignOption("plan_widths", "widths per level", {"features_per_stage": "plan"},
+                     "the plan's widths (32 doubling, capped) instead of mednext_t's"),
+    )
+}
+
+
+def design_option_kwargs(name: str) -> dict[str, Any]:
+    """The overrides of a design option (pass them to ``create_model("mednext_t", ...)`` or a trainer's
+    ``mednext_overrides``)."""
+    if name not in DESIGN_OPTIONS:
+        raise UnknownVariantError(f"unknown design option {name!r}; available: {', '.join(DESIGN_OPTIONS)}")
+    return dict(DESIGN_OPTIONS[name].overrides)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .fastops import prenorm_ffn_forward, prenorm_ffn_fusable
 from .layers import ConvOp, PreNormResidual, depthwise, make_norm, masked_kernel, pointwise, spatial_dims
 
 DEFAULT_SEM_KERNELS: tuple[int, ...] = (5, 7, 11, 21)
@@ -80,6 +81,8 @@ class SpatialEncodingModule(nn.Module):
 class LinearAttentionFFN(nn.Module):
     """LA-FFN: ``PW(h * DW_dilated(DW_local(h)))`` with ``h = GELU(PW(C -> rC) x)`` (large-kernel attention)."""
 
+    fused_kind = "la"  # fastops runs the residual sub-layer around it as one fused node
+
     def __init__(
         self,
         channels: int,
@@ -108,6 +111,8 @@ class LinearAttentionFFN(nn.Module):
 
 class SmoothDWFFN(nn.Module):
     """SDW-FFN: ``PW(h + GELU(DW3(h)))`` with ``h = GELU(PW(C -> rC) x)``."""
+
+    fused_kind = "sdw"  # fastops runs the residual sub-layer around it as one fused node
 
     def __init__(
         self,
@@ -173,7 +178,10 @@ class MedNeXtBlock(nn.Module):
         self.channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        for layer in self.layers:
+            # FFN sub-layers run as one fused autograd node when they can (same maths, fewer saved maps)
+            x = prenorm_ffn_forward(layer, x) if prenorm_ffn_fusable(layer, x) else layer(x)
+        return x
 
     def feature_map_channels(self) -> int:
         """Channels of every intermediate map of one forward pass (a memory proxy, per voxel)."""

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .fastops import conv_norm_forward, conv_norm_fusable, prepare_input, skip_fuse, use_fast_layers
 from .layers import (
     ConvOp,
     as_tuple,
@@ -145,10 +146,19 @@ class MedNeXtEncoder(nn.Module):
         self.use_checkpoint = net.checkpointing
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
+        # a 1-channel input cannot carry the channels-last layout: the stem's output gets it before its norm
+        if conv_norm_fusable(self.stem, x):
+            x = conv_norm_forward(self.stem, x)
+        elif isinstance(self.stem, nn.Sequential):
+            x = self.stem[1](prepare_input(self.stem[0](x)))
+        else:
+            x = prepare_input(self.stem(x))
         skips = []
         for down, stage in zip(self.down, self.stages):
-            x = _run(down, x, self.use_checkpoint)
+            if not self.use_checkpoint and conv_norm_fusable(down, x):
+                x = conv_norm_forward(down, x)
+            else:
+                x = _run(down, x, self.use_checkpoint)
             for block in stage:
                 x = _run(block, x, self.use_checkpoint)
             skips.append(x)
@@ -201,7 +211,10 @@ class MedNeXtDecoder(nn.Module):
         for k in range(n):
             skip = skips[-(k + 2)]
             x = _run(self.up[k], x, self.use_checkpoint)
-            x = self.fuse[k](torch.cat((x, skip), 1)) if self.block == "seed" else x + skip
+            if self.block == "seed":  # fuse = PW(2C -> C), norm, GELU on cat((x, skip)); no concatenated copy
+                x = skip_fuse(self.fuse[k], x, skip)
+            else:
+                x = x + skip
             for block in self.stages[k]:
                 x = _run(block, x, self.use_checkpoint)
             if self.deep_supervision or k == n - 1:
@@ -316,6 +329,7 @@ class MedNeXtUNet(nn.Module):
         self.decoder = MedNeXtDecoder(self, deep_supervision)
         del self._drop_rates
         self.apply(self.initialize)
+        use_fast_layers(self)
 
     # -- construction helpers -------------------------------------------------------------------------------------
     def active_axes(self, level: int) -> tuple[bool, ...]:
@@ -356,7 +370,10 @@ class MedNeXtUNet(nn.Module):
                 f"input spatial size {tuple(x.shape[2:])} is not divisible by the network's total stride "
                 f"{self.total_stride} (product of the plan's strides); pad or crop the input"
             )
-        return self.decoder(self.encoder(x))
+        out = self.decoder(self.encoder(prepare_input(x)))
+        if isinstance(out, list):
+            return [o.contiguous() for o in out]
+        return out.contiguous()
 
     @property
     def total_stride(self) -> tuple[int, ...]:

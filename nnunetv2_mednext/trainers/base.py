@@ -146,6 +146,9 @@ class nnUNetTrainerMedNeXt(nnUNetTrainer):
              {"params": no_decay, "weight_decay": self.weight_decay if self.mednext_decay_norms_and_biases else 0.0}],
             lr=self.initial_lr,
             eps=self.mednext_adam_eps,
+            # one fused kernel per tensor instead of ~10 ops: MedNeXt has ~4x the parameter tensors of the U-Net,
+            # and the per-tensor loop cost 85 ms of a 2D CPU step (and seconds when OpenMP threads oversubscribe)
+            fused=torch.device(self.device).type in ("cpu", "cuda"),
         )
         total = self.num_epochs * self.num_iterations_per_epoch
         warmup = min(round(self.mednext_warmup_fraction * total), self.mednext_max_warmup_epochs * self.num_iterations_per_epoch)

@@ -1,0 +1,326 @@
+"""The fast execution paths of ``networks/fastops.py`` compute the same network as the plain PyTorch ops.
+
+* every custom autograd node passes ``torch.autograd.gradcheck`` (float64, against finite differences);
+* each depthwise-convolution path (flipped-kernel input gradient, the three weight-gradient formulations, dilated
+  convs on sub-grids, cropped padding-only taps) matches ``F.conv2d``/``F.conv3d`` forward and backward;
+* whole networks (seed A/B, light levels, Roy et al.; 2D, 3D and anisotropic plans) give the same outputs and
+  gradients with fast and reference ops, in float32 (oneDNN kernels) and float64, with unchanged ``state_dict``;
+* the fused nodes really run (the equivalence checks are not vacuous) and ``torch.compile`` traces the network
+  without graph breaks.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnunetv2_mednext.networks import MedNeXtUNet, create_model, fastops
+from nnunetv2_mednext.networks.fastops import (
+    depthwise_conv,
+    instance_norm,
+    reference_ops,
+    use_fast_layers,
+    useful_taps,
+)
+from nnunetv2_mednext.networks.seed_blocks import LinearAttentionFFN, MedNeXtBlock, SmoothDWFFN
+from nnunetv2_mednext.networks.v1_blocks import MedNeXtV1Block
+
+PLANS = {
+    "2d": {"conv_op": "torch.nn.Conv2d", "patch": (48, 80), "strides": [[1, 1], [2, 2], [2, 2], [2, 2]],
+           "kernels": [[3, 3]] * 4},
+    "2d_aniso": {"conv_op": "torch.nn.Conv2d", "patch": (20, 48), "strides": [[1, 1], [1, 2], [2, 2], [2, 2]],
+                 "kernels": [[1, 3], [3, 3], [3, 3], [3, 3]]},
+    "3d_aniso": {"conv_op": "torch.nn.Conv3d", "patch": (12, 40, 24),
+                 "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]],
+                 "kernels": [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]]},
+    "3d": {"conv_op": "torch.nn.Conv3d", "patch": (16, 16, 16), "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
+           "kernels": [[3, 3, 3]] * 3},
+}
+FAMILIES = {
+    "seed_A": {"block": "seed", "composition": "A"},
+    "seed_B": {"block": "seed", "composition": "B"},
+    "seed_A_light1": {"block": "seed", "composition": "A", "n_light_levels": 1},
+    "v1": {"block": "v1"},
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _cl(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
+
+
+def build(plan: str, family: str, **overrides) -> MedNeXtUNet:
+    p = PLANS[plan]
+    n = len(p["strides"])
+    torch.manual_seed(0)
+    kw = {"n_stages": n, "features_per_stage": [4, 8, 12, 16][:n], "conv_op": p["conv_op"],
+          "kernel_sizes": p["kernels"], "strides": p["strides"], "exp_ratio": 2, **FAMILIES[family], **overrides}
+    return MedNeXtUNet(1, 3, deep_supervision=True, **kw)
+
+
+def probe_loss(outputs: list[torch.Tensor]) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype)).sum() for o in outputs)
+
+
+def run(net: nn.Module, x: torch.Tensor, reference: bool) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+    net.zero_grad(set_to_none=True)
+    with reference_ops() if reference else torch.enable_grad():
+        out = net(x)
+        probe_loss(out).backward()
+    grads = {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for n, p in net.named_parameters()}
+    return [o.detach() for o in out], grads
+
+
+def assert_same_network(ref, fast, out_tol: float, grad_tol: float) -> None:
+    (out_r, g_r), (out_f, g_f) = ref, fast
+    for a, b in zip(out_r, out_f):
+        assert (a - b).abs().max() <= out_tol * a.abs().max()
+    scale = max(g.abs().max().item() for g in g_r.values())
+    for name, g in g_r.items():
+        # a gradient that is zero in exact arithmetic (e.g. a bias right before a norm) is rounding noise in both
+        floor = 1e-3 * scale
+        err = (g - g_f[name]).abs().max().item()
+        assert err <= grad_tol * max(g.abs().max().item(), floor), (name, err, g.abs().max().item())
+
+
+def autograd_nodes(t: torch.Tensor) -> set[str]:
+    seen, names, stack = set(), set(), [t.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.add(type(fn).__name__)
+        stack.extend(f for f, _ in fn.next_functions)
+    return names
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# small pieces
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_useful_taps_by_hand() -> None:
+    # 7x7, dilation 3: offsets -9, -6, ..., 9; on a 7-wide axis |offset| <= 6 -> 5 taps, on 4 -> 3, on 28 -> 7
+    assert useful_taps((7, 7), (3, 3), (7, 4)) == (5, 3)
+    assert useful_taps((7, 7), (3, 3), (28, 28)) == (7, 7)
+    # a 21-long strip on a 7-wide axis keeps offsets -6..6
+    assert useful_taps((21, 1), (1, 1), (7, 9)) == (13, 1)
+    assert useful_taps((3, 3, 3), (1, 1, 1), (1, 2, 5)) == (1, 3, 3)
+
+
+@pytest.mark.parametrize(
+    ("shape", "kernel", "dilation", "wgrad"),
+    [
+        ((2, 3, 9, 11), (5, 5), (1, 1), "swapped"),
+        ((2, 3, 9, 11), (7, 7), (3, 3), "swapped"),  # dilated: sub-grids, and taps cropped on the 9-wide axis
+        ((2, 3, 6, 7), (7, 1), (3, 1), "native"),
+        ((2, 2, 5, 6, 7), (3, 3, 3), (1, 1, 1), "sliced"),  # 3D weight gradient as 2D calls per depth tap
+        ((2, 2, 5, 6, 7), (1, 5, 5), (1, 2, 2), "sliced"),
+        ((2, 2, 4, 5, 6), (5, 5, 5), (3, 3, 3), "swapped"),
+    ],
+)
+def test_depthwise_conv_matches_conv(monkeypatch, shape, kernel, dilation, wgrad) -> None:
+    if wgrad != "swapped":
+        monkeypatch.setattr(fastops, "_SWAPPED_WGRAD_MAX_VOXELS", 0)
+    torch.manual_seed(0)
+    c = shape[1]
+    conv = F.conv2d if len(shape) == 4 else F.conv3d
+    padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
+    x = _cl(torch.randn(shape, dtype=torch.float64)).requires_grad_()
+    w = torch.randn(c, 1, *kernel, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(c, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(shape, dtype=torch.float64)
+    ref = conv(x, w, b, 1, padding, dilation, c)
+    ref_grads = torch.autograd.grad(ref, (x, w, b), g)
+    out = depthwise_conv(x, w, b, padding, dilation)
+    grads = torch.autograd.grad(out, (x, w, b), g)
+    torch.testing.assert_close(out, ref)
+    for a, r in zip(grads, ref_grads):
+        torch.testing.assert_close(a, r)
+    assert torch.autograd.gradcheck(lambda *t: depthwise_conv(*t, padding, dilation), (x, w, b))
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize(
+    ("shape", "kernel", "stride", "padding", "output_padding"),
+    [((2, 3, 4, 5, 6), (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1)),  # Roy et al. 3D down / up
+     ((1, 2, 3, 4, 5), (1, 3, 3), (1, 2, 2), (0, 1, 1), (0, 1, 1))],  # anisotropic plan: flat first axis
+)
+def test_strided_and_transposed_depthwise_3d(shape, kernel, stride, padding, output_padding, transposed) -> None:
+    torch.manual_seed(0)
+    c = shape[1]
+    cls = nn.ConvTranspose3d if transposed else nn.Conv3d
+    extra = {"output_padding": output_padding} if transposed else {}
+    conv = cls(c, c, kernel, stride=stride, padding=padding, groups=c, **extra).double()
+    use_fast_layers(conv)
+    x = _cl(torch.randn(shape, dtype=torch.float64)).requires_grad_()
+    assert fastops.strided_depthwise_fusable(conv, x)
+    assert "_StridedDepthwise3DCPUBackward" in autograd_nodes(conv(x))
+    with reference_ops():
+        ref = conv(x)
+    torch.testing.assert_close(conv(x), ref)
+    _gradcheck_module(conv, x)
+
+
+def test_instance_norm_channels_last_gradcheck() -> None:
+    torch.manual_seed(0)
+    x = _cl(torch.randn(2, 3, 4, 5, dtype=torch.float64) * 3 + 1).requires_grad_()
+    w = torch.rand(3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(instance_norm(x, 3, w, b, 1e-5), F.group_norm(x, 3, w, b, 1e-5))
+    assert torch.autograd.gradcheck(lambda *t: instance_norm(*t[:1], 3, *t[1:], 1e-5), (x, w, b))
+
+
+def _gradcheck_module(module: nn.Module, *inputs: torch.Tensor) -> None:
+    """gradcheck of ``module(*inputs)`` with respect to the inputs and every parameter of ``module``."""
+    names = [n for n, _ in module.named_parameters()]
+    n_in = len(inputs)
+
+    def fn(*tensors):
+        return torch.func.functional_call(module, dict(zip(names, tensors[n_in:])), tensors[:n_in], strict=True)
+
+    assert torch.autograd.gradcheck(fn, (*inputs, *module.parameters()), atol=1e-6, rtol=1e-4)
+
+
+class _ConvNorm(nn.Module):
+    def __init__(self, seq: nn.Sequential) -> None:
+        super().__init__()
+        self.seq = seq
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert fastops.conv_norm_fusable(self.seq, x)
+        return fastops.conv_norm_forward(self.seq, x)
+
+
+class _SkipFuse(nn.Module):
+    def __init__(self, seq: nn.Sequential) -> None:
+        super().__init__()
+        self.seq = seq
+
+    def forward(self, up: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return fastops.skip_fuse(self.seq, up, skip)
+
+
+def test_fused_roy_block_gradcheck() -> None:
+    torch.manual_seed(0)
+    block = use_fast_layers(MedNeXtV1Block(3, 3, 2, (3, 3), nn.Conv2d, True, "instance")).double()
+    x = _cl(torch.randn(2, 3, 5, 6, dtype=torch.float64)).requires_grad_()
+    assert fastops.roy_block_fusable(block, x)
+    assert "_RoyBlockCPUBackward" in autograd_nodes(block(x))
+    _gradcheck_module(block, x)
+    with reference_ops():
+        ref = MedNeXtV1Block.forward(block, x)
+    torch.testing.assert_close(block(x), ref)
+
+
+def test_fused_ffn_sublayers_gradcheck() -> None:
+    torch.manual_seed(0)
+    block = use_fast_layers(MedNeXtBlock(2, nn.Conv2d, "A", 2, "instance", 0.5, 0.0, (3, 5), (3, 5, 2))).double()
+    for m in block.modules():  # non-trivial norm affines and biases everywhere
+        for p in m.parameters(recurse=False):
+            p.data.normal_(0.3, 0.5)
+    x = _cl(torch.randn(2, 2, 4, 5, dtype=torch.float64)).requires_grad_()
+    kinds = {type(layer.fn) for layer in block.layers}
+    assert LinearAttentionFFN in kinds and SmoothDWFFN in kinds
+    assert "_PreNormFFNCPUBackward" in autograd_nodes(block(x))
+    _gradcheck_module(block, x)
+    with reference_ops():
+        ref = block(x)
+    torch.testing.assert_close(block(x), ref)
+
+
+def test_fused_stem_down_and_skip_fusion_gradcheck() -> None:
+    torch.manual_seed(0)
+    net = build("2d", "seed_A").double()
+    for p in net.parameters():
+        p.data.normal_(0.1, 0.5)
+    img = torch.randn(2, 1, 6, 8, dtype=torch.float64, requires_grad=True)
+    x = _cl(torch.randn(2, 4, 6, 8, dtype=torch.float64)).requires_grad_()
+    _gradcheck_module(_ConvNorm(net.encoder.stem), img)
+    _gradcheck_module(_ConvNorm(net.encoder.down[1]), x)
+    fuse = _SkipFuse(net.decoder.fuse[0])
+    up = _cl(torch.randn(2, 12, 3, 4, dtype=torch.float64)).requires_grad_()
+    skip = _cl(torch.randn(2, 12, 3, 4, dtype=torch.float64)).requires_grad_()
+    assert "_SkipFuseCPUBackward" in autograd_nodes(fuse(up, skip))
+    _gradcheck_module(fuse, up, skip)
+    for module, args in ((_ConvNorm(net.encoder.stem), (img,)), (fuse, (up, skip))):
+        with reference_ops():
+            ref = net.encoder.stem(img) if module.seq is net.encoder.stem else module.seq(torch.cat(args, 1))
+        torch.testing.assert_close(module(*args), ref)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# whole networks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("plan", list(PLANS))
+def test_network_fast_equals_reference_float32(plan: str, family: str) -> None:
+    net = build(plan, family)
+    x = torch.randn(2, 1, *PLANS[plan]["patch"])
+    assert_same_network(run(net, x, True), run(net, x, False), out_tol=1e-4, grad_tol=2e-3)
+
+
+@pytest.mark.parametrize("plan", ["2d_aniso", "3d"])
+def test_network_fast_equals_reference_float64(plan: str) -> None:
+    net = build(plan, "seed_A_light1").double()
+    x = torch.randn(2, 1, *PLANS[plan]["patch"], dtype=torch.float64)
+    assert_same_network(run(net, x, True), run(net, x, False), out_tol=1e-10, grad_tol=1e-7)
+
+
+def test_default_variant_runs_fused_nodes_and_keeps_its_state_dict() -> None:
+    net = create_model("mednext_t", num_classes=3, deep_supervision=True, topology={
+        "n_stages": 5, "kernel_sizes": [[3, 3]] * 5, "strides": [[1, 1]] + [[2, 2]] * 4, "conv_op": "torch.nn.Conv2d"})
+    out = net(torch.randn(1, 1, 64, 64))
+    nodes = autograd_nodes(probe_loss(out))
+    for node in ("_RoyBlockCPUBackward", "_PreNormFFNCPUBackward", "_ConvNormCPUBackward", "_SkipFuseCPUBackward",
+                 "_DepthwiseConvCPUBackward"):
+        assert node in nodes, node
+    # the fast layers are the plain classes with another forward: the same state_dict, loadable both ways
+    plain = {fastops.FastConv2d: nn.Conv2d, fastops.FastConv3d: nn.Conv3d, fastops.FastGroupNorm: nn.GroupNorm,
+             fastops.FastConvTranspose2d: nn.ConvTranspose2d, fastops.FastMedNeXtV1Block: MedNeXtV1Block}
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    for m in net.modules():
+        if type(m) in plain:
+            m.__class__ = plain[type(m)]
+    assert {k: v.shape for k, v in net.state_dict().items()} == {k: v.shape for k, v in state.items()}
+    net.load_state_dict(state, strict=True)
+    use_fast_layers(net)
+    net.load_state_dict(state, strict=True)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_torch_compile_traces_without_graph_breaks(checkpointing: bool) -> None:
+    torch._dynamo.reset()
+    net = build("3d", "seed_A_light1")
+    net.set_checkpointing(checkpointing)
+    explanation = torch._dynamo.explain(net)(torch.randn(2, 1, 16, 16, 16))
+    assert explanation.graph_break_count == 0
+    assert explanation.graph_count == 1
+    torch._dynamo.reset()
+
+
+def test_env_switch_turns_fast_ops_off() -> None:
+    assert fastops.fast_ops_enabled()
+    with reference_ops():
+        assert not fastops.fast_ops_enabled()
+    assert fastops.fast_ops_enabled()
+    code = "from nnunetv2_mednext.networks import fastops; print(fastops.fast_ops_enabled())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={"NNUNETV2_MEDNEXT_FAST_OPS": "0", "PATH": "", "OMP_NUM_THREADS": "1"})
+    assert proc.stdout.strip().splitlines()[-1] == "False", proc.stderr[-2000:]
