@@ -83,6 +83,16 @@ PLANNER = {"nnUNetPlans": None, "nnUNetResEncUNetMPlans": "nnUNetPlannerResEncM"
 
 
 VARIANT_PLANS_PREFIX = "nnUNetPlans_v_"
+OPTION_PLANS_PREFIX = "nnUNetPlans_o_"
+
+
+def option_row(option: str) -> Row:
+    """A row for one design option of the default network (``networks.registry.DESIGN_OPTIONS``): ``mednext_t`` with
+    that one choice changed, on nnU-Net's plans' topology, MedNeXt recipe (the ablation of ``docs/ablations.md``)."""
+    from nnunetv2_mednext.networks.registry import DESIGN_OPTIONS
+
+    what = DESIGN_OPTIONS[option].description if option in DESIGN_OPTIONS else "?"
+    return Row(f"o_{option}", RECIPE, f"{OPTION_PLANS_PREFIX}{option}", f"option {option}", what)
 
 
 def variant_row(variant: str) -> Row:
@@ -93,17 +103,24 @@ def variant_row(variant: str) -> Row:
                f"registered variant `{variant}` on `nnUNetPlans`' topology, MedNeXt recipe")
 
 
-def write_variant_plans(preprocessed: Path, variant: str) -> Path:
-    """``nnUNetPlans_v_<variant>.json`` beside ``nnUNetPlans.json``: every configuration's ``architecture`` is the
-    variant built on that configuration's topology; everything else (patch, batch, data) stays nnU-Net's."""
+def write_variant_plans(preprocessed: Path, plans_name: str) -> Path:
+    """``nnUNetPlans_v_<variant>.json`` / ``nnUNetPlans_o_<design option>.json`` beside ``nnUNetPlans.json``: every
+    configuration's ``architecture`` is the variant (or ``mednext_t`` with the option) built on that configuration's
+    topology; everything else (patch, batch, preprocessed data) stays nnU-Net's."""
+    from nnunetv2_mednext.networks.registry import design_option_kwargs
     from nnunetv2_mednext.trainers.network_from_plans import MEDNEXT_CLASS_PATH, variant_arch_kwargs
 
+    if plans_name.startswith(OPTION_PLANS_PREFIX):
+        variant, overrides = "mednext_t", design_option_kwargs(plans_name[len(OPTION_PLANS_PREFIX):])
+    else:
+        variant, overrides = plans_name[len(VARIANT_PLANS_PREFIX):], {}
     plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
-    plans["plans_name"] = f"{VARIANT_PLANS_PREFIX}{variant}"
+    plans["plans_name"] = plans_name
     for cfg in plans["configurations"].values():
         if "architecture" in cfg:
             cfg["architecture"] = {"network_class_name": MEDNEXT_CLASS_PATH,
-                                   "arch_kwargs": variant_arch_kwargs(variant, cfg["architecture"]["arch_kwargs"]),
+                                   "arch_kwargs": variant_arch_kwargs(variant, cfg["architecture"]["arch_kwargs"],
+                                                                      overrides),
                                    "_kw_requires_import": ["conv_op"]}
     path = preprocessed / f"{plans['plans_name']}.json"
     path.write_text(json.dumps(plans, indent=1))
@@ -158,7 +175,8 @@ class Bench:
         self.ds = datasets(args)
         self.work = Path(args.work).resolve()
         self.raw, self.pre = self.work / "nnUNet_raw", self.work / "nnUNet_preprocessed"
-        self.rows = [ROWS[k] for k in args.rows] + [variant_row(v) for v in args.variants]
+        self.rows = ([ROWS[k] for k in args.rows] + [variant_row(v) for v in args.variants]
+                     + [option_row(o) for o in args.options])
         self.logs = self.work / "logs"
         self.commands: list[Job] = []
 
@@ -234,13 +252,14 @@ class Bench:
                 convert += ["--max-cases", str(self.args.max_cases)]
         if not (self.raw / ds.folder / "dataset.json").is_file() or self.args.dry_run:
             self.wait(self.run(Job("convert", convert)))
+        derived = (VARIANT_PLANS_PREFIX, OPTION_PLANS_PREFIX)
         needed = [r.plans for r in self.rows]
-        if any(p.startswith(VARIANT_PLANS_PREFIX) for p in needed):
-            needed.insert(0, "nnUNetPlans")  # variant plans are copies of it
-        for plans in sorted(dict.fromkeys(needed), key=lambda p: p.startswith(VARIANT_PLANS_PREFIX)):
-            if plans.startswith(VARIANT_PLANS_PREFIX):
+        if any(p.startswith(derived) for p in needed):
+            needed.insert(0, "nnUNetPlans")  # variant and option plans are copies of it
+        for plans in sorted(dict.fromkeys(needed), key=lambda p: p.startswith(derived)):
+            if plans.startswith(derived):
                 if not self.args.dry_run:
-                    write_variant_plans(self.pre / ds.folder, plans[len(VARIANT_PLANS_PREFIX):])
+                    write_variant_plans(self.pre / ds.folder, plans)
                 continue
             if (self.pre / ds.folder / f"{plans}.json").is_file() and not self.args.dry_run:
                 continue
@@ -419,7 +438,7 @@ def write_report(bench: Bench, per_epoch: dict[str, float], epochs: dict[str, in
     lines += ["", "Per seed (mean Dice %): " + "; ".join(
         f"{e['name']}: " + ", ".join(f"{100 * s['mean_dice']:.2f}" for s in e["seeds"].values())
         for e in data.values()), ""]
-    pairs = [(x, y) for x in data if x.startswith(("mednext", "v1", "v_")) for y in ("unet_recipe", "unet")
+    pairs = [(x, y) for x in data if x.startswith(("mednext", "v1", "v_", "o_")) for y in ("unet_recipe", "unet")
              if y in data]
     if pairs:
         lines += ["## Paired per-case comparison (Dice averaged over seeds)", "",
@@ -460,6 +479,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"rows (default: {' '.join(DEFAULT_ROWS)})")
     p.add_argument("--variants", nargs="*", default=[],
                    help="extra rows: registered variants (`nnunetv2-mednext info`), each on nnU-Net's plans' topology")
+    p.add_argument("--options", nargs="*", default=[],
+                   help="extra rows: design options of the default network (networks.registry.DESIGN_OPTIONS)")
     p.add_argument("--iters", type=int, default=25, help="training iterations per epoch (default 25)")
     p.add_argument("--val-iters", type=int, default=2, help="validation iterations per epoch (default 2)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time, each pinned to its own core (default 1)")
@@ -471,8 +492,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
-    if not args.rows and not args.variants:
-        p.error("no rows: give --rows and/or --variants")
+    if not args.rows and not args.variants and not args.options:
+        p.error("no rows: give --rows, --variants and/or --options")
+    from nnunetv2_mednext.networks.registry import DESIGN_OPTIONS
+
+    unknown = [o for o in args.options if o not in DESIGN_OPTIONS]
+    if unknown:
+        p.error(f"unknown design option {unknown[0]!r}; choose from {', '.join(DESIGN_OPTIONS)}")
     return args
 
 
