@@ -7,6 +7,7 @@ minute on two CPU cores. Helpers live in this file on purpose (``conftest.py`` i
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
 
@@ -736,3 +737,22 @@ def test_unknown_kwarg_through_registry() -> None:
         create_model("mednext_t", num_classes=2, layerscale=1e-6)
     with pytest.raises(TypeError):
         create_model("mednext_cls_t", not_an_option=True)
+
+
+def test_head_init_fan_in_gives_unit_scale_logits_and_survives_nnunet_reinit() -> None:
+    """``head_init="fan_in"``: initial logits of about unit scale (fan-out heads give ~5-10); nnU-Net re-applies
+    ``initialize`` to every module after construction, which must keep the heads' rule."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 64, 64)
+    stds = {}
+    for rule in ("fan_out", "fan_in"):
+        net = create_model("mednext_t", num_classes=4, deep_supervision=False, head_init=rule)
+        net.apply(net.initialize)  # what get_network_from_plans does
+        head = net.decoder.seg_layers[0]
+        expected = 1 / math.sqrt(head.in_channels) if rule == "fan_in" else math.sqrt(2 / head.out_channels)
+        assert float(head.weight.std()) == pytest.approx(expected, rel=0.2)
+        with torch.no_grad():
+            stds[rule] = float(net(x).std())
+    assert stds["fan_in"] < 2.0 < stds["fan_out"]
+    with pytest.raises(ValueError, match="head_init"):
+        create_model("mednext_t", num_classes=2, head_init="zeros")

@@ -11,6 +11,7 @@ the list; only trainers that know it (this package's) give it a loss term.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -253,6 +254,8 @@ class MedNeXtUNet(nn.Module):
         init: ``"pytorch"`` (PyTorch's default init of every layer, heads as the official transposed 1x1 convs:
             Roy et al.'s code) or ``"mednext"`` (``layers.init_weights``); ``None``: ``"pytorch"`` for
             ``block="v1"``, ``"mednext"`` for the seed family.
+        head_init: with ``init="mednext"``, the 1x1 segmentation heads: ``"fan_out"`` (the layers' He fan-out rule:
+            initial logits of std ~5-10) or ``"fan_in"`` (std ``1/sqrt(fan_in)``: logits of about unit scale).
     """
 
     def __init__(
@@ -283,6 +286,7 @@ class MedNeXtUNet(nn.Module):
         upsample_align: str = "start",
         ds_bottleneck: bool = False,
         init: str | None = None,
+        head_init: str = "fan_out",
         **nnunet_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -323,6 +327,9 @@ class MedNeXtUNet(nn.Module):
         self.upsample_align = check_upsample_align(upsample_align)
         self.ds_bottleneck = bool(ds_bottleneck)
         self.init = init if init is not None else ("pytorch" if block == "v1" else "mednext")
+        if head_init not in ("fan_out", "fan_in"):
+            raise ValueError(f"head_init must be 'fan_out' or 'fan_in', got {head_init!r}")
+        self.head_init = head_init
         if self.init not in INIT_SCHEMES:
             raise ValueError(f"init must be one of {INIT_SCHEMES} (or None for the family's default), got {init!r}")
         self.encoder = MedNeXtEncoder(self)
@@ -416,6 +423,9 @@ class MedNeXtUNet(nn.Module):
         """Weight init of one module, applied by nnU-Net's ``get_network_from_plans`` (and by the constructor)."""
         if self.init == "mednext":
             init_weights(module)
+            if self.head_init == "fan_in" and any(module is h for h in self.decoder.seg_layers):
+                fan_in = module.in_channels * math.prod(module.kernel_size)
+                nn.init.normal_(module.weight, 0.0, 1.0 / math.sqrt(fan_in))
         else:
             pytorch_default_init(module, is_head=any(module is h for h in self.decoder.seg_layers))
 
