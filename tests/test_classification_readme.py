@@ -37,7 +37,7 @@ def test_readme_quickstart(tmp_path: Path):
     run = tmp_path / "runs" / "shapes"
     assert json.loads((run / "summary.json").read_text())["aggregate"]["n_folds"] == 2
     assert (run / "metrics.json").is_file() and (run / "evaluation.json").is_file()
-    assert len((run / "predictions.csv").read_text().splitlines()) == 37
+    assert len((run / "new_predictions.csv").read_text().splitlines()) == 13  # 12 unseen images + header
     timm_run = json.loads((tmp_path / "runs" / "shapes_convnext" / "config.json").read_text())
     assert timm_run["meta"]["model_source"].startswith("timm ") and timm_run["meta"]["in_chans"] == 1
     assert timm_run["time_budget"]["budget_s"] == 3 and timm_run["config"]["epochs"] == timm_run["time_budget"]["epochs"]
