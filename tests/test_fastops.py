@@ -324,3 +324,23 @@ def test_env_switch_turns_fast_ops_off() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={"NNUNETV2_MEDNEXT_FAST_OPS": "0", "PATH": "", "OMP_NUM_THREADS": "1"})
     assert proc.stdout.strip().splitlines()[-1] == "False", proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("family", ["seed_A", "v1"])
+@pytest.mark.parametrize("plan", ["2d", "3d"])
+def test_autocast_bf16_runs_the_reference_ops(plan: str, family: str) -> None:
+    """Under CPU bf16 autocast (nnU-Net's AMP step on a CPU, ``doctor``'s bf16 rows) the fused fp32 nodes step aside."""
+    net = build(plan, family)
+    x = torch.randn(2, 1, *PLANS[plan]["patch"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fastops.fast_ops_enabled()
+        out = net(x)
+        loss = probe_loss([o.float() for o in out])
+    loss.backward()
+    assert out[0].dtype == torch.bfloat16
+    assert not any(n.endswith("CPUBackward") for n in autograd_nodes(loss))
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters() if p.requires_grad)
+    with reference_ops(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = net(x)
+    for a, b in zip(out, ref):
+        torch.testing.assert_close(a, b)

@@ -61,9 +61,17 @@ _STATE = {"enabled": os.environ.get(FAST_OPS_ENV, "1").strip().lower() not in ("
 _SWAPPED_WGRAD_MAX_VOXELS = 4096
 
 
+def _autocast_active() -> bool:
+    return torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda")
+
+
 def fast_ops_enabled() -> bool:
-    """Whether the fast paths run (on unless ``NNUNETV2_MEDNEXT_FAST_OPS=0``; always off while compiling)."""
-    return _STATE["enabled"] and not torch.compiler.is_compiling()
+    """Whether the fast paths run: on unless ``NNUNETV2_MEDNEXT_FAST_OPS=0``; off while compiling and under autocast.
+
+    The fused nodes are written for full-precision tensors; under ``torch.autocast`` (bf16 on CPU, fp16 on CUDA)
+    the plain PyTorch ops run, so autocast decides every op's dtype as it does for any other network.
+    """
+    return _STATE["enabled"] and not torch.compiler.is_compiling() and not _autocast_active()
 
 
 def set_fast_ops(enabled: bool) -> None:
