@@ -75,3 +75,9 @@ def confined() -> Callable[..., subprocess.CompletedProcess]:
                               text=True, env=env, timeout=timeout)
 
     return run
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the end-to-end (``slow``) tests first: with ``-n 2`` (README's command) the long runs then overlap with
+    each other and the many short tests fill the gaps, instead of one worker finishing alone on a long tail."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order within each group

@@ -131,6 +131,13 @@ def test_compare_errors(results: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert "not found" in capsys.readouterr().err
     assert main(["compare", "-d", "802", "-m", "nnUNetTrainer_2d", "--results", str(results)]) == 2
     assert "Trainer__Plans__configuration" in capsys.readouterr().err
+    # a misspelled model is named as missing (with the close existing one), not listed under "missing folds"
+    typo = REF.replace("nnUNetPlans", "nnUNetPlan", 1)
+    out = tmp_path / "typo"
+    assert main(["compare", "-d", DS, "-m", REF, typo, "--results", str(results), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"model {typo} does not exist" in err[0] and f"did you mean {REF}?" in err[0]
+    assert not out.exists()
 
 
 def test_compare_reads_resenc_runs_like_any_other(results: Path, tmp_path: Path) -> None:
