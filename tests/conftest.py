@@ -80,4 +80,9 @@ def confined() -> Callable[..., subprocess.CompletedProcess]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Run the end-to-end (``slow``) tests first: with ``-n 2`` (README's command) the long runs then overlap with
     each other and the many short tests fill the gaps, instead of one worker finishing alone on a long tail."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order within each group
+    def rank(item: pytest.Item) -> int:  # real-data runs are the longest of the slow ones
+        if item.get_closest_marker("slow") is None:
+            return 2
+        return 0 if item.get_closest_marker("shared_data") is not None else 1
+
+    items.sort(key=rank)  # stable: file order within each group
