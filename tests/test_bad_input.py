@@ -274,3 +274,8 @@ def test_demo_refuses_existing_results_and_unknown_trainers_before_any_work(tmp_
                           "unknown trainer", "did you mean nnUNetTrainerMedNeXt_budget")
     assert time.perf_counter() - start < 60 and "nnUNetTrainerMedNext_budget" in line
     assert not (tmp_path / "d2" / "nnUNet_raw").exists()
+    # a demo already running in the folder holds its lock: a second one is refused at once and touches nothing
+    (tmp_path / "d3").mkdir()
+    with exclusive_lock(tmp_path / "d3", "demo folder"):
+        one_line_error(cli("demo", "--workdir", "d3", cwd=tmp_path), "another process", "is writing")
+    assert sorted(p.name for p in (tmp_path / "d3").iterdir() if not p.name.startswith(".")) == []
