@@ -51,6 +51,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NNUNETV2_MEDNEXT_SHARED", REPO.parent / "shared"))
 BUDGET_ENV, SEED_ENV = "NNUNETV2_MEDNEXT_BUDGET", "NNUNETV2_MEDNEXT_SEED"
+FINAL_VALIDATION_ENV = "NNUNETV2_MEDNEXT_FINAL_VALIDATION"
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,8 @@ class Bench:
         if self.args.dry_run:
             return None
         self.logs.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k not in ("nnUNet_n_proc_DA", BUDGET_ENV, SEED_ENV)}
+        ours = ("nnUNet_n_proc_DA", BUDGET_ENV, SEED_ENV, FINAL_VALIDATION_ENV)
+        env = {k: v for k, v in os.environ.items() if k not in ours}
         env.update(self.env(tag))
         env.update(job.env)
         argv = (["taskset", "-c", str(core)] if core is not None else []) + job.argv
@@ -271,7 +273,8 @@ class Bench:
 
     def train_job(self, row: Row, budget: str, seed: int | None, tag: str) -> Job:
         ds = self.ds
-        env = {BUDGET_ENV: budget, "nnUNet_n_proc_DA": "0", **dict(row.env)}
+        # the test set scores every run: nnU-Net's end-of-training validation (minutes on a CPU) is skipped
+        env = {BUDGET_ENV: budget, FINAL_VALIDATION_ENV: "0", "nnUNet_n_proc_DA": "0", **dict(row.env)}
         if seed is not None:
             env[SEED_ENV] = str(seed)
         plans = [] if row.plans == "nnUNetPlans" else ["-p", row.plans]
@@ -417,7 +420,8 @@ def write_report(bench: Bench, per_epoch: dict[str, float], epochs: dict[str, in
         f"- Plans: {'; '.join(f'`{p}`: {_plans_line(bench, p)}' for p in dict.fromkeys(r.plans for r in bench.rows))}.",
         f"- Budget: every run trains for about {a.minutes:g} min: epochs of {a.iters} training + {a.val_iters} "
         "validation iterations, as many as the row's pilot epoch time allows (table below). Seeds: "
-        f"{', '.join(map(str, a.seeds))} (`{SEED_ENV}`, one `nnUNet_results` folder per seed).",
+        f"{', '.join(map(str, a.seeds))} (`{SEED_ENV}`, one `nnUNet_results` folder per seed). nnU-Net's "
+        f"end-of-training validation is skipped (`{FINAL_VALIDATION_ENV}=0`): the held-out test set scores each run.",
         f"- Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
         f"{a.jobs} run(s) at a time, each pinned to its own core with 1 thread. Load average at the end: "
         f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}.",

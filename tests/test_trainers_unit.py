@@ -145,3 +145,36 @@ def test_seed_from_env_makes_networks_and_sampling_repeat(monkeypatch: pytest.Mo
     monkeypatch.setenv(SEED_ENV, "seven")
     with pytest.raises(MedNeXtUserError, match=f"{SEED_ENV}='seven' is not valid; fix"):
         seed_from_env()
+
+
+def test_budget_runs_can_skip_nnunets_final_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``NNUNETV2_MEDNEXT_FINAL_VALIDATION=0`` skips the end-of-training validation of ``_budget`` runs only."""
+    from nnunetv2_mednext.errors import MedNeXtUserError
+    from nnunetv2_mednext.trainers.variants import FINAL_VALIDATION_ENV, _BudgetRun, final_validation_wanted
+
+    class Base:
+        def __init__(self) -> None:
+            self.calls: list[object] = []
+
+        def perform_actual_validation(self, save_probabilities: bool = False) -> None:
+            self.calls.append(save_probabilities)
+
+        def print_to_log_file(self, *args: object) -> None:
+            self.calls.append(" ".join(map(str, args)))
+
+    class Budget(_BudgetRun, Base):
+        def __init__(self) -> None:  # the run length is not under test here
+            Base.__init__(self)
+
+    assert final_validation_wanted(None) and final_validation_wanted("on") and not final_validation_wanted(" OFF ")
+    for value, expected in ((None, [True]), ("1", [True]), ("0", [f"final validation skipped ({FINAL_VALIDATION_ENV}=0)"])):
+        if value is None:
+            monkeypatch.delenv(FINAL_VALIDATION_ENV, raising=False)
+        else:
+            monkeypatch.setenv(FINAL_VALIDATION_ENV, value)
+        trainer = Budget()
+        trainer.perform_actual_validation(True)
+        assert trainer.calls == expected
+    monkeypatch.setenv(FINAL_VALIDATION_ENV, "maybe")
+    with pytest.raises(MedNeXtUserError, match=f"{FINAL_VALIDATION_ENV}='maybe' is not valid; fix: use 1"):
+        _BudgetRun.run_length()  # checked when the trainer is built, before nnU-Net writes a log

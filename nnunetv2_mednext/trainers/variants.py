@@ -29,6 +29,7 @@ from .seeding import seed_from_env
 from .threads import apply_thread_env
 
 BUDGET_ENV = "NNUNETV2_MEDNEXT_BUDGET"
+FINAL_VALIDATION_ENV = "NNUNETV2_MEDNEXT_FINAL_VALIDATION"
 _CUDA = torch.device("cuda")
 
 
@@ -87,13 +88,36 @@ class _TinyRun(_RunLength):
         return 2, 4, 2, 1
 
 
+def final_validation_wanted(value: str | None) -> bool:
+    """Parse ``NNUNETV2_MEDNEXT_FINAL_VALIDATION`` (default on): ``0``/``off`` skips nnU-Net's end-of-training
+    validation of a ``_budget`` run (benchmarks that score a held-out test set need not pay for it)."""
+    v = (value or "1").strip().lower()
+    if v in ("1", "on", "true", "yes"):
+        return True
+    if v in ("0", "off", "false", "no"):
+        return False
+    raise MedNeXtUserError(f"{FINAL_VALIDATION_ENV}={value!r} is not valid; fix: use 1 (validate the fold at the end, "
+                           "the default) or 0 (skip it)")
+
+
 class _BudgetRun(_RunLength):
-    """Run length from ``NNUNETV2_MEDNEXT_BUDGET=EPOCHS,ITERS[,VAL_ITERS]`` (default 1,10,2): fair CPU comparisons."""
+    """Run length from ``NNUNETV2_MEDNEXT_BUDGET=EPOCHS,ITERS[,VAL_ITERS]`` (default 1,10,2): fair CPU comparisons.
+
+    ``NNUNETV2_MEDNEXT_FINAL_VALIDATION=0`` skips nnU-Net's end-of-training validation of the fold (sliding window
+    with mirroring over every validation case: minutes on a CPU, longer than a short budget's training).
+    """
 
     @classmethod
     def run_length(cls) -> tuple[int, int, int, int]:
         epochs, iters, val_iters = parse_budget(os.environ.get(BUDGET_ENV))
+        final_validation_wanted(os.environ.get(FINAL_VALIDATION_ENV))  # a bad value fails before any work
         return epochs, iters, val_iters, 1
+
+    def perform_actual_validation(self, save_probabilities: bool = False) -> None:
+        if final_validation_wanted(os.environ.get(FINAL_VALIDATION_ENV)):
+            super().perform_actual_validation(save_probabilities)  # type: ignore[misc]
+            return
+        self.print_to_log_file(f"final validation skipped ({FINAL_VALIDATION_ENV}=0)")  # type: ignore[attr-defined]
 
 
 def _epochs(n: int) -> tuple[str, type]:
@@ -205,4 +229,4 @@ def trainer_names() -> list[str]:
     return list(TRAINERS)
 
 
-__all__ = ["BUDGET_ENV", "FAMILIES", "TRAINERS", "parse_budget", "trainer_names", *TRAINERS]
+__all__ = ["BUDGET_ENV", "FAMILIES", "FINAL_VALIDATION_ENV", "TRAINERS", "parse_budget", "trainer_names", *TRAINERS]
