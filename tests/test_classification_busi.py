@@ -28,7 +28,7 @@ def test_busi_fingerprint_duplicates_and_grouped_folds(tmp_path: Path):
     assert any("benign/benign (433).png [benign] == malignant/malignant (145).png [malignant]" in w
                for w in con.warnings)
     near = [set(g) for g in fp["duplicates"]["near_groups"]]
-    assert len(near) > 50  # BUSI is known to hold many near-duplicates (paper §7, SOURCE.md)
+    assert len(near) > 50  # BUSI is known to hold many near-duplicates (docs/datasets.md)
     for f in prep.splits["folds"]:
         part = {i: k for k, ids in f.items() for i in ids}
         assert part[pair[0]] == part[pair[1]]

@@ -136,5 +136,6 @@ def test_unknown_planner_fails_before_any_work(planned: NnUNetRunner) -> None:
     cmd = [sys.executable, "-m", "nnunetv2_mednext", "plan_and_preprocess", "-d", str(DS), "-pl", "nnUNetPlannerMedNext"]
     proc = subprocess.run(cmd, env=planned.env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "did you mean nnUNetPlannerMedNeXt" in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "did you mean nnUNetPlannerMedNeXt" in lines[0] and "fix: pass -pl with one of" in lines[0]
     assert not os.path.exists(planned.preprocessed / planned.dataset_name(DS) / "nnUNetMedNextPlans.json")

@@ -85,8 +85,8 @@ def check_planner_names(names: list[str]) -> None:
             close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
             hint = f"did you mean {' or '.join(close)}? " if close else ""
             raise MedNeXtUserError(
-                f"unknown planner {name!r}; {hint}MedNeXt planners: {', '.join(PLANNERS)}; nnU-Net's own: "
-                f"{', '.join(nnunet_planner_names())}"
+                f"unknown planner {name!r}; {hint}fix: pass -pl with one of the MedNeXt planners "
+                f"({', '.join(PLANNERS)}) or nnU-Net's own ({', '.join(nnunet_planner_names())})"
             )
 
 
