@@ -69,3 +69,17 @@ def test_tiny_real_run_writes_a_report_with_equal_time_budgets(tmp_path: Path) -
     # two seeds of one row differ (they are seeded differently), the same seed repeats nothing else
     a = data["mednext"]["seeds"]
     assert a["0"]["per_case"] != a["1"]["per_case"]
+
+
+def test_dry_run_resenc_row_is_planned_by_nnunets_planner_and_skips_the_final_validation(tmp_path: Path) -> None:
+    proc = _bench("hippocampus", "--dry-run", "--work", tmp_path / "w", "--seeds", 0, "--rows", "unet_recipe",
+                  "resenc_m")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(ln.startswith("nnUNetv2_plan_and_preprocess -d 4") and "-pl nnUNetPlannerResEncM" in ln for ln in lines)
+    trains = [ln for ln in lines if "nnUNetv2_train 4 3d_fullres 0" in ln]
+    assert len(trains) == 2 + 2  # a pilot and one seed per row
+    resenc = [ln for ln in trains if "-p nnUNetResEncUNetMPlans" in ln]
+    assert len(resenc) == 2 and all("-tr nnUNetTrainerMedNeXtRefUNet_budget" in ln for ln in resenc)
+    assert all("NNUNETV2_MEDNEXT_FINAL_VALIDATION=0" in ln for ln in trains)
+    assert any(ln.startswith("nnUNetv2_predict") and "-p nnUNetResEncUNetMPlans" in ln for ln in lines)
