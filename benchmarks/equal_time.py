@@ -11,7 +11,8 @@ Steps (stock commands in subprocesses; nnU-Net finds our trainers through the pa
 
 1. convert (``nnunetv2-mednext convert``), plan and preprocess once (``nnUNetv2_plan_and_preprocess``; ResEnc rows
    also ``-pl nnUNetPlannerResEncM``);
-2. **pilot**: each row trains 2 short epochs; the second epoch's time gives its seconds per epoch;
+2. **pilot**: each row trains 4 short epochs; the median of epochs 2-4 gives its seconds per epoch (the first
+   carries start-up costs; one epoch slowed by a neighbour's start-up must not set the budget);
 3. **budget**: each row gets ``round(MINUTES * 60 / seconds_per_epoch)`` epochs of the same length, so every row
    trains for the same wall-clock time (the measured training time is reported next to the target);
 4. per row and seed (``NNUNETV2_MEDNEXT_SEED``; one ``nnUNet_results`` folder per seed): ``nnUNetv2_train``,
@@ -52,6 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NNUNETV2_MEDNEXT_SHARED", REPO.parent / "shared"))
 BUDGET_ENV, SEED_ENV = "NNUNETV2_MEDNEXT_BUDGET", "NNUNETV2_MEDNEXT_SEED"
 FINAL_VALIDATION_ENV = "NNUNETV2_MEDNEXT_FINAL_VALIDATION"
+PILOT_EPOCHS = 4  # seconds per epoch = median of epochs 2..PILOT_EPOCHS
 
 
 @dataclass(frozen=True)
@@ -285,16 +287,16 @@ class Bench:
         return self.results(tag) / self.ds.folder / f"{row.model}__{self.ds.config}" / "fold_0"
 
     def pilot(self) -> dict[str, float]:
-        """Seconds per epoch of each row (second of two epochs of the real length), measured like the real runs."""
+        """Seconds per epoch of each row (median of pilot epochs 2..4 of the real length), measured like the real runs."""
         a = self.args
-        jobs = [(self.train_job(r, f"2,{a.iters},{a.val_iters}", 0, "pilot"), "pilot") for r in self.rows
+        jobs = [(self.train_job(r, f"{PILOT_EPOCHS},{a.iters},{a.val_iters}", 0, "pilot"), "pilot") for r in self.rows
                 if a.dry_run or not (self.fold_dir(r, "pilot") / "checkpoint_final.pth").is_file()]
         self.run_all(jobs)
         if a.dry_run:
             return {r.key: 1.0 for r in self.rows}
         from nnunetv2_mednext.evaluation.compare import epoch_times
 
-        return {r.key: epoch_times(self.fold_dir(r, "pilot"))[-1] for r in self.rows}
+        return {r.key: float(np.median(epoch_times(self.fold_dir(r, "pilot"))[1:])) for r in self.rows}
 
     def predict_jobs(self, row: Row, tag: str) -> list[Job]:
         ds = self.ds
