@@ -17,6 +17,20 @@ from torch import nn
 PLAIN_CLASS = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
 
 
+def default_resampling() -> dict[str, Any]:
+    """The resampling entries of an nnU-Net configuration as its default planner writes them (cubic data, linear
+    segmentations and probabilities, no separate z axis)."""
+    data = {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None}
+    return {
+        "resampling_fn_data": "resample_data_or_seg_to_shape",
+        "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": data,
+        "resampling_fn_seg_kwargs": {**data, "is_seg": True, "order": 1},
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities_kwargs": {**data, "order": 1},
+    }
+
+
 def synthetic_topology(patch: Sequence[int], n_stages: int | None = None, max_features: int | None = None) -> dict:
     """Stages, features, kernels and strides nnU-Net's planner gives an isotropic ``patch`` (edge 4 at the bottom)."""
     dims = len(patch)
@@ -65,7 +79,6 @@ def synthetic_plans(configurations: dict[str, dict], num_classes: int = 3,
         patch = [int(p) for p in spec["patch"]]
         topo = synthetic_topology(patch, spec.get("n_stages"))
         kwargs, imports = plain_unet_arch_kwargs(topo)
-        resample = {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None}
         configs[name] = {
             "data_identifier": f"nnUNetPlans_{name}",
             "preprocessor_name": "DefaultPreprocessor",
@@ -75,12 +88,7 @@ def synthetic_plans(configurations: dict[str, dict], num_classes: int = 3,
             "spacing": [1.0] * len(patch),
             "normalization_schemes": ["ZScoreNormalization"],
             "use_mask_for_norm": [False],
-            "resampling_fn_data": "resample_data_or_seg_to_shape",
-            "resampling_fn_seg": "resample_data_or_seg_to_shape",
-            "resampling_fn_data_kwargs": resample,
-            "resampling_fn_seg_kwargs": {**resample, "is_seg": True, "order": 1},
-            "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-            "resampling_fn_probabilities_kwargs": {**resample, "order": 1},
+            **default_resampling(),
             "architecture": {"network_class_name": PLAIN_CLASS, "arch_kwargs": kwargs, "_kw_requires_import": imports},
             "batch_dice": name.startswith("3d"),
         }

@@ -33,6 +33,7 @@ import torch
 from nnunetv2_mednext.errors import MedNeXtUserError
 from nnunetv2_mednext.networks import MedNeXtUNet, create_model
 from nnunetv2_mednext.networks.roy_weights import ROY_N_STAGES, RoyWeightsError, load_roy_state_dict, roy_key_map
+from nnunetv2_mednext.plan_networks import default_resampling
 
 from .network_from_plans import MEDNEXT_CLASS_PATH, ROY_BASE_WIDTH, variant_arch_kwargs
 
@@ -193,7 +194,6 @@ def v2_plans(info: dict[str, Any], variant: str, dims: int, configuration: str, 
     topology = {"n_stages": ROY_N_STAGES, "conv_op": f"torch.nn.modules.conv.Conv{dims}d",
                 "kernel_sizes": [[3] * dims] * ROY_N_STAGES, "strides": [[1] * dims] + [[2] * dims] * (ROY_N_STAGES - 1)}
     arch = variant_arch_kwargs(variant, topology, topology="roy")
-    data_kwargs = {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None}
     config = {
         "data_identifier": f"{IMPORT_PLANS_NAME}_{configuration}",
         "preprocessor_name": "DefaultPreprocessor",
@@ -203,12 +203,7 @@ def v2_plans(info: dict[str, Any], variant: str, dims: int, configuration: str, 
         "spacing": spacing,
         "normalization_schemes": [V1_NORMALIZATION[s] for s in schemes],
         "use_mask_for_norm": use_mask,
-        "resampling_fn_data": "resample_data_or_seg_to_shape",
-        "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": data_kwargs,
-        "resampling_fn_seg_kwargs": {**data_kwargs, "is_seg": True, "order": 1},
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": {**data_kwargs, "order": 1},
+        **default_resampling(),
         "architecture": {"network_class_name": MEDNEXT_CLASS_PATH, "arch_kwargs": arch, "_kw_requires_import": ["conv_op"]},
         "batch_dice": bool(init[4]) if len(init) > 4 else False,
         "mednext_variant": variant,
