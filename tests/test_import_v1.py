@@ -31,14 +31,6 @@ SPACING = (1.0, 1.0, 1.0)
 N_CLASSES = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
-
-
 def v1_plans(patch=PATCH, scheme: str = "nonCT") -> dict:
     """A v1 plans dict as nnU-Net v1's ExperimentPlanner3D_v21 pickles it (numpy arrays, int keys), one stage."""
     stage = {"batch_size": 2, "num_pool_per_axis": [5, 5, 5], "patch_size": np.array(patch),

@@ -33,14 +33,6 @@ FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "roy_v1_reference.jso
 TOLERANCE = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
-
-
 def recipe_weights(spec, seed: int) -> dict[str, torch.Tensor]:
     """The fixture's weight rule, applied to the official tensors in the official order (``dummy_tensor`` skipped)."""
     g = torch.Generator().manual_seed(seed)
