@@ -344,3 +344,17 @@ def test_autocast_bf16_runs_the_reference_ops(plan: str, family: str) -> None:
         ref = net(x)
     for a, b in zip(out, ref):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_classifier_fast_equals_reference_and_runs_the_fast_layers(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    net = create_model("mednext_cls_t", num_classes=3, in_chans=1, dims=(8, 16, 24, 32), depths=(1, 1, 1, 1),
+                       drop_path_rate=0.0).to(dtype)
+    assert isinstance(net.stages[0][0].layers[0].fn.fc1, fastops.FastConv2d)  # the fast layers are switched on
+    x = torch.randn(2, 1, 64, 64, dtype=dtype)
+    fast = run(net, x, False)
+    nodes = autograd_nodes(probe_loss([net(x)]))
+    assert "_DepthwiseConvCPUBackward" in nodes  # the equality below is not vacuous
+    tol = (1e-4, 2e-3) if dtype == torch.float32 else (1e-10, 1e-7)
+    assert_same_network(run(net, x, True), fast, out_tol=tol[0], grad_tol=tol[1])

@@ -2,6 +2,10 @@
 
 Stem (two strided 3x3 convs, /4) -> 4 stages (strided 3x3 conv + BN downsampling from stage 2 on, then blocks)
 -> global average pooling -> LayerNorm -> Linear.
+
+On CPU the network runs on channels-last activations through the fast layers of :mod:`.fastops` (pointwise
+convolutions as GEMMs, depthwise convolutions without oneDNN's slow large-kernel paths), as the segmentation
+networks do; the computed function and the ``state_dict`` are those of the plain layers.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .fastops import prepare_input, use_fast_layers
 from .layers import init_weights
 from .seed_blocks import DEFAULT_LA_KERNELS, DEFAULT_SEM_KERNELS, MedNeXtBlock
 
@@ -71,10 +76,11 @@ class MedNeXtClassifier(nn.Module):
         self.head = nn.Linear(dims[-1], num_classes)
         self.num_classes, self.num_features = num_classes, dims[-1]
         self.apply(init_weights)
+        use_fast_layers(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled, normalised features ``(B, dims[-1])``."""
-        x = self.stem(x)
+        x = self.stem(prepare_input(x))
         for stage in self.stages:
             x = stage(x)
         return self.norm(x.mean((2, 3)))
