@@ -17,6 +17,9 @@ mean ± std accuracy, macro F1, macro AUC, epochs, training time); each model's 
     # --resume continues an interrupted run; a pilot to time settings (fold 0, one epoch):
     python benchmarks/classification_busi.py --epochs 1 --run-folds 0 --threads 1 --out runs/busi_pilot
 
+``--jobs N`` trains N models at once, each in its own process pinned to its own core (``taskset``) with one thread,
+so that each model's time budget is measured under the same load; the report merges the processes' results.
+
 The data folder defaults to ../shared/data/busi_256 (override with --data or NNUNETV2_MEDNEXT_SHARED); any
 class-per-folder set or CSV works (the tests run this script on a synthetic one).
 """
@@ -60,8 +63,96 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads, intra- and inter-op (0: torch's default, which follows OMP_NUM_THREADS)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="models trained at once, one process each, pinned to its own core (default 1)")
     p.add_argument("--resume", action="store_true")
     return p.parse_args(argv)
+
+
+def train_model(args: argparse.Namespace, prepared, model: str) -> dict:
+    """Train every fold of one model; its entry of ``results.json``."""
+    from nnunetv2_mednext.classification.config import TrainConfig
+    from nnunetv2_mednext.classification.console import Console
+    from nnunetv2_mednext.classification.trainer import train_folds
+
+    cfg = TrainConfig(model=model, input_size=args.input_size, epochs=args.epochs, time_budget=args.time_budget,
+                      batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup_epochs, seed=args.seed,
+                      device=args.device)
+    t0 = time.time()
+    run = train_folds(prepared, args.out / model, cfg, folds=args.run_folds, resume=args.resume,
+                      console=Console())
+    wall = time.time() - t0
+    s = run["summary"]
+    first = next(iter(run["folds"].values()))
+    run_config = json.loads((args.out / model / "config.json").read_text())
+    return {
+        "wall_time_s": round(wall, 1),
+        "params": first["params"],
+        "source": run_config["meta"].get("model_source"),
+        "epochs": {str(f): m["epochs"] for f, m in run["folds"].items()},
+        "time_budget": run_config.get("time_budget"),
+        "per_fold": s["per_fold"],
+        "mean": {k: s["aggregate"]["mean"][k] for k in ("accuracy", "balanced_accuracy", "macro.f1", "macro.auc")},
+        "std": {k: s["aggregate"]["std"][k] for k in ("accuracy", "balanced_accuracy", "macro.f1", "macro.auc")},
+        "pooled": {"accuracy": s["pooled"]["accuracy"], "balanced_accuracy": s["pooled"]["balanced_accuracy"],
+                   "macro.f1": s["pooled"]["macro"]["f1"], "macro.auc": s["pooled"]["macro"]["auc"],
+                   "confusion_matrix": s["pooled"]["confusion_matrix"]} if s.get("pooled") else None,
+    }
+
+
+def run_in_processes(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    """``--jobs``: each model in its own process (this script, ``--models M --jobs 1``, output ``OUT/parts/M``),
+    at most ``args.jobs`` at once, each pinned to a free core with one thread; their ``results.json`` merged."""
+    import shutil
+    import subprocess
+
+    base = list(sys.argv[1:] if argv is None else argv)
+    for name in ("--models", "--out", "--jobs", "--threads"):
+        base = _drop_option(base, name)
+    pin = shutil.which("taskset") is not None
+    cores = list(range(min(args.jobs, os.cpu_count() or 1)))
+    todo, running, done = list(args.models), {}, {}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # logs show progress as it happens
+    args.out.mkdir(parents=True, exist_ok=True)
+    while todo or running:
+        while todo and len(running) < len(cores):
+            busy = {c for _, c in running.values()}
+            model, core = todo.pop(0), next(c for c in cores if c not in busy)
+            cmd = [sys.executable, str(Path(__file__).resolve()), *base, "--models", model, "--jobs", "1",
+                   "--threads", "1", "--out", str(args.out / "parts" / model)]
+            log = open(args.out / f"{model}.log", "w")
+            proc = subprocess.Popen((["taskset", "-c", str(core)] if pin else []) + cmd, stdout=log,
+                                    stderr=subprocess.STDOUT, env=env)
+            log.close()
+            running[model] = (proc, core)
+            print(f"started {model} (core {core}, log {args.out.name}/{model}.log)", flush=True)
+        time.sleep(1)
+        for model, (proc, _) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[model]
+            if proc.returncode != 0:
+                for other, _ in running.values():
+                    other.kill()
+                tail = (args.out / f"{model}.log").read_text()[-2000:]
+                raise SystemExit(f"training {model} failed (exit {proc.returncode}):\n{tail}")
+            done[model] = json.loads((args.out / "parts" / model / "results.json").read_text())["models"][model]
+            print(f"done {model}", flush=True)
+    return {m: done[m] for m in args.models}
+
+
+def _drop_option(argv: list[str], name: str) -> list[str]:
+    """``argv`` without ``name`` and the values that follow it (up to the next option)."""
+    out, skip = [], False
+    for a in argv:
+        if a == name or a.startswith(name + "="):
+            skip = a == name
+            continue
+        if skip and not a.startswith("--"):
+            continue
+        skip = False
+        out.append(a)
+    return out
 
 
 def main(argv=None) -> int:
@@ -71,12 +162,9 @@ def main(argv=None) -> int:
         return 2
     import torch
 
-    from nnunetv2_mednext.classification.config import TrainConfig
-    from nnunetv2_mednext.classification.console import Console
     from nnunetv2_mednext.classification.metrics import fmt_pct
     from nnunetv2_mednext.classification.models import model_source
     from nnunetv2_mednext.classification.prepare import prepare
-    from nnunetv2_mednext.classification.trainer import train_folds
 
     for model in args.models:  # an unknown name stops here, before any training
         model_source(model)
@@ -90,32 +178,15 @@ def main(argv=None) -> int:
                "n_images": len(prepared.index), "dropped": prepared.dropped, "settings": vars(args) | {
                    "data": str(args.data), "out": str(args.out)},
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
-                          f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+                          f"torch {torch.__version__}, " + (
+                              f"{args.jobs} models at once, each pinned to one core with 1 thread" if args.jobs > 1
+                              else f"{torch.get_num_threads()} threads"),
                "models": {}}
-    for model in args.models:
-        cfg = TrainConfig(model=model, input_size=args.input_size, epochs=args.epochs, time_budget=args.time_budget,
-                          batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup_epochs, seed=args.seed,
-                          device=args.device)
-        t0 = time.time()
-        run = train_folds(prepared, args.out / model, cfg, folds=args.run_folds, resume=args.resume,
-                          console=Console())
-        wall = time.time() - t0
-        s = run["summary"]
-        first = next(iter(run["folds"].values()))
-        run_config = json.loads((args.out / model / "config.json").read_text())
-        results["models"][model] = {
-            "wall_time_s": round(wall, 1),
-            "params": first["params"],
-            "source": run_config["meta"].get("model_source"),
-            "epochs": {str(f): m["epochs"] for f, m in run["folds"].items()},
-            "time_budget": run_config.get("time_budget"),
-            "per_fold": s["per_fold"],
-            "mean": {k: s["aggregate"]["mean"][k] for k in ("accuracy", "balanced_accuracy", "macro.f1", "macro.auc")},
-            "std": {k: s["aggregate"]["std"][k] for k in ("accuracy", "balanced_accuracy", "macro.f1", "macro.auc")},
-            "pooled": {"accuracy": s["pooled"]["accuracy"], "balanced_accuracy": s["pooled"]["balanced_accuracy"],
-                       "macro.f1": s["pooled"]["macro"]["f1"], "macro.auc": s["pooled"]["macro"]["auc"],
-                       "confusion_matrix": s["pooled"]["confusion_matrix"]} if s.get("pooled") else None,
-        }
+    if args.jobs > 1 and len(args.models) > 1:
+        results["models"] = run_in_processes(args, argv)
+    else:
+        for model in args.models:
+            results["models"][model] = train_model(args, prepared, model)
     results["total_wall_time_s"] = round(time.time() - t_start, 1)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
 

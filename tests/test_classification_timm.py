@@ -158,14 +158,15 @@ def test_time_budget_shorter_than_an_epoch_and_resume(prepared, tmp_path: Path):
 
 
 def test_busi_benchmark_runs_every_model_at_equal_wall_clock(tmp_path: Path):
-    """The BUSI benchmark script, CI-sized: a synthetic set, 2 folds, a 1-second budget per fold and model."""
+    """The BUSI benchmark script, CI-sized: a synthetic set, 2 folds, a 1-second budget per fold and model; three
+    models on two pinned processes (``--jobs 2``: the third waits for a free core), one merged report."""
     data = make_shapes_dataset(tmp_path / "data", n_per_class=8, size=32, seed=3)
     out = tmp_path / "busi"
     env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "classification_busi.py"
     proc = subprocess.run([sys.executable, str(script), "--data", str(data), "--out", str(out), "--input-size", "32",
                            "--folds", "2", "--batch-size", "8", "--time-budget", "1", "--warmup-epochs", "1",
-                           "--threads", "1"], capture_output=True, text=True, env=env, timeout=600)
+                           "--threads", "1", "--jobs", "2"], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     res = json.loads((out / "results.json").read_text())
     assert list(res["models"]) == ["mednext_cls_t", "resnet18", "convnext_atto"]
@@ -177,4 +178,20 @@ def test_busi_benchmark_runs_every_model_at_equal_wall_clock(tmp_path: Path):
     assert res["models"]["resnet18"]["params"] == 11_171_779  # timm resnet18, 1 channel in, 3 classes out
     md = (out / "results.md").read_text()
     assert "equal wall-clock: about 1 s of training per fold" in md and "| convnext_atto | timm" in md
-    assert "| model | s / step | steps / epoch |" in md
+    assert "| model | s / step | steps / epoch |" in md and "2 models at once" in md
+    # every process drew the same split from the same seed: the models are compared on the same folds
+    splits = {(out / "parts" / m / "common" / "splits.json").read_text() for m in res["models"]}
+    assert splits == {(out / "common" / "splits.json").read_text()}, "the processes trained on different splits"
+
+
+def test_classifier_speed_benchmark_tiny():
+    """``benchmarks/bench_classifiers.py --tiny`` measures every network against ResNet-18 in one process."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_classifiers.py"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(script), "--tiny"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {ln.split("|")[1].strip(" `"): ln.split("|")[2:] for ln in proc.stdout.splitlines() if ln.startswith("| `")}
+    assert list(rows) == ["mednext_cls_t", "mednext_cls_t (reference ops)", "resnet18", "convnext_atto"]
+    assert rows["resnet18"][2].strip() == rows["resnet18"][4].strip() == "1.00 [1.00-1.00]"  # train, inference
+    assert rows["mednext_cls_t"][0] == rows["mednext_cls_t (reference ops)"][0]  # the same network, other ops
+    assert float(rows["resnet18"][0]) == 11.18  # timm resnet18 at 3 channels, 3 classes
