@@ -256,6 +256,8 @@ class Bench:
                 convert += ["--max-cases", str(self.args.max_cases)]
         if not (self.raw / ds.folder / "dataset.json").is_file() or self.args.dry_run:
             self.wait(self.run(Job("convert", convert)))
+        else:
+            self.commands.append(Job("convert", convert))  # done by an earlier invocation: the report lists it
         derived = (VARIANT_PLANS_PREFIX, OPTION_PLANS_PREFIX)
         needed = [r.plans for r in self.rows]
         if any(p.startswith(derived) for p in needed):
@@ -265,13 +267,15 @@ class Bench:
                 if not self.args.dry_run:
                     write_variant_plans(self.pre / ds.folder, plans)
                 continue
-            if (self.pre / ds.folder / f"{plans}.json").is_file() and not self.args.dry_run:
-                continue
             planner = PLANNER[plans]
-            self.wait(self.run(Job(f"plan {plans}", [
+            job = Job(f"plan {plans}", [
                 _tool("nnUNetv2_plan_and_preprocess"), "-d", str(ds.dataset_id), "-c", ds.config,
                 *(["-pl", planner] if planner else []), "-npfp", "1", "-np", "1",
-                "-gpu_memory_target", str(ds.gpu_memory_target)])))
+                "-gpu_memory_target", str(ds.gpu_memory_target)])
+            if (self.pre / ds.folder / f"{plans}.json").is_file() and not self.args.dry_run:
+                self.commands.append(job)  # planned by an earlier invocation
+                continue
+            self.wait(self.run(job))
 
     def train_job(self, row: Row, budget: str, seed: int | None, tag: str) -> Job:
         ds = self.ds
@@ -289,8 +293,13 @@ class Bench:
     def pilot(self) -> dict[str, float]:
         """Seconds per epoch of each row (median of pilot epochs 2..4 of the real length), measured like the real runs."""
         a = self.args
-        jobs = [(self.train_job(r, f"{PILOT_EPOCHS},{a.iters},{a.val_iters}", 0, "pilot"), "pilot") for r in self.rows
-                if a.dry_run or not (self.fold_dir(r, "pilot") / "checkpoint_final.pth").is_file()]
+        jobs = []
+        for r in self.rows:
+            job = self.train_job(r, f"{PILOT_EPOCHS},{a.iters},{a.val_iters}", 0, "pilot")
+            if a.dry_run or not (self.fold_dir(r, "pilot") / "checkpoint_final.pth").is_file():
+                jobs.append((job, "pilot"))
+            else:
+                self.commands.append(job)  # done by an earlier invocation: the report still lists it
         self.run_all(jobs)
         if a.dry_run:
             return {r.key: 1.0 for r in self.rows}
@@ -314,15 +323,22 @@ class Bench:
 
     def main_runs(self, epochs: dict[str, int]) -> None:
         a = self.args
-        jobs = []
+        from nnunetv2_mednext.evaluation.compare import epoch_times
+
+        jobs, reused = [], []
         for seed in a.seeds:
             for row in self.rows:
                 tag = f"seed{seed}"
                 if not a.dry_run and (self.fold_dir(row, tag) / "test_evaluation" / "summary.json").is_file():
+                    # done by an earlier invocation: listed in the report with the epochs it really trained
+                    done = len(epoch_times(self.fold_dir(row, tag))) or epochs[row.key]
+                    self.commands.append(self.train_job(row, f"{done},{a.iters},{a.val_iters}", seed, tag))
+                    reused.append((row, tag))
                     continue
                 train = self.train_job(row, f"{epochs[row.key]},{a.iters},{a.val_iters}", seed, tag)
                 jobs.append((train, tag))
         self.run_all(jobs)
+        self.commands += [job for r, tag in reused for job in self.predict_jobs(r, tag)]
         todo = [(r, f"seed{s}") for s in a.seeds for r in self.rows
                 if a.dry_run or not (self.fold_dir(r, f"seed{s}") / "test_evaluation" / "summary.json").is_file()]
         for step in (0, 1):  # every prediction, then every evaluation (an evaluation needs its prediction)
@@ -399,6 +415,10 @@ def plot_curves(data: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _secs(x: float) -> str:
+    return "-" if x != x else f"{x:.1f}"  # NaN: no pilot (--fixed-epochs)
+
+
 def write_report(bench: Bench, per_epoch: dict[str, float], epochs: dict[str, int], out: Path) -> None:
     import torch
 
@@ -406,11 +426,14 @@ def write_report(bench: Bench, per_epoch: dict[str, float], epochs: dict[str, in
     data = collect(bench)
     (bench.work / "equal_time.json").write_text(json.dumps(data, indent=1))
     png = out.with_suffix(".png")
-    plot_curves(data, png, f"{ds.name} {ds.config}: validation Dice vs training time ({a.minutes:g} min budget)")
+    budget = f"{a.fixed_epochs} epochs" if a.fixed_epochs else f"{a.minutes:g} min budget"
+    plot_curves(data, png, f"{ds.name} {ds.config}: validation Dice vs training time ({budget})")
     labels = list(next(iter(next(iter(data.values()))["seeds"].values()))["per_class"])
     n_cases = len(next(iter(next(iter(data.values()))["seeds"].values()))["per_case"])
     lines = [
-        f"# {ds.name} {ds.config}: accuracy at equal CPU wall-clock ({a.minutes:g} min of training per run)", "",
+        (f"# {ds.name} {ds.config}: accuracy at equal iterations ({a.fixed_epochs} epochs per run)" if a.fixed_epochs
+         else f"# {ds.name} {ds.config}: accuracy at equal CPU wall-clock ({a.minutes:g} min of training per run)"),
+        "",
         f"Written by `benchmarks/equal_time.py` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Command:", "",
         "```bash", "python benchmarks/equal_time.py " + " ".join(shlex.quote(x) for x in a.argv), "```", "",
         "## Setup", "",
@@ -420,16 +443,18 @@ def write_report(bench: Bench, per_epoch: dict[str, float], epochs: dict[str, in
             f"the last {ds.test_cases} cases by name are held out as the test set ({n_cases} cases); fold 0 of a "
             "5-fold split of the rest trains and validates."),
         f"- Plans: {'; '.join(f'`{p}`: {_plans_line(bench, p)}' for p in dict.fromkeys(r.plans for r in bench.rows))}.",
-        f"- Budget: every run trains for about {a.minutes:g} min: epochs of {a.iters} training + {a.val_iters} "
-        "validation iterations, as many as the row's pilot epoch time allows (table below). Seeds: "
-        f"{', '.join(map(str, a.seeds))} (`{SEED_ENV}`, one `nnUNet_results` folder per seed). nnU-Net's "
+        (f"- Budget: every run trains {a.fixed_epochs} epochs of {a.iters} training + {a.val_iters} validation "
+         "iterations (`--fixed-epochs`: equal iterations, not equal wall-clock). Seeds: " if a.fixed_epochs else
+         f"- Budget: every run trains for about {a.minutes:g} min: epochs of {a.iters} training + {a.val_iters} "
+         "validation iterations, as many as the row's pilot epoch time allows (table below). Seeds: ")
+        + f"{', '.join(map(str, a.seeds))} (`{SEED_ENV}`, one `nnUNet_results` folder per seed). nnU-Net's "
         f"end-of-training validation is skipped (`{FINAL_VALIDATION_ENV}=0`): the held-out test set scores each run.",
         f"- Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
         f"{a.jobs} run(s) at a time, each pinned to its own core with 1 thread. Load average at the end: "
         f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}.",
         "- Test predictions without mirroring; Dice per class from `nnunetv2-mednext evaluate`.", "",
         "## Test Dice (mean ± std over seeds)", "",
-        "| Row | Params (M) | s / epoch | epochs | train time (s, mean) | mean Dice % | "
+        "| Row | Params (M) | s / epoch (pilot) | epochs | train time (s, mean) | mean Dice % | "
         + " | ".join(f"class {c} %" for c in labels) + " |",
         "|---|---:|---:|---:|---:|---:|" + "---:|" * len(labels),
     ]
@@ -438,14 +463,19 @@ def write_report(bench: Bench, per_epoch: dict[str, float], epochs: dict[str, in
         md = [100 * s["mean_dice"] for s in seeds]
         cells = [f"{np.mean(md):.2f} ± {np.std(md):.2f}"]
         cells += [f"{100 * np.mean([s['per_class'][c] for s in seeds]):.2f}" for c in labels]
+        # epochs as trained (a row reused from an earlier invocation keeps the budget it was given then)
+        ran = sorted({s["epochs"] for s in seeds})
+        ran_txt = str(ran[0]) if len(ran) == 1 else f"{ran[0]}-{ran[-1]}"
         lines.append(f"| {e['name']} (`{e['trainer']}`, `{e['plans']}`) | {(e['params'] or 0) / 1e6:.2f} | "
-                     f"{per_epoch[key]:.1f} | {epochs[key]} | {np.mean([s['train_seconds'] for s in seeds]):.0f} | "
+                     f"{_secs(per_epoch[key])} | {ran_txt} | {np.mean([s['train_seconds'] for s in seeds]):.0f} | "
                      + " | ".join(cells) + " |")
     lines += ["", "Per seed (mean Dice %): " + "; ".join(
         f"{e['name']}: " + ", ".join(f"{100 * s['mean_dice']:.2f}" for s in e["seeds"].values())
         for e in data.values()), ""]
     pairs = [(x, y) for x in data if x.startswith(("mednext", "v1", "v_", "o_")) for y in ("unet_recipe", "unet")
              if y in data]
+    # design options and variants against the default network they change (the ablation's comparison)
+    pairs += [(x, "mednext") for x in data if x.startswith(("o_", "v_")) and "mednext" in data]
     if pairs:
         lines += ["## Paired per-case comparison (Dice averaged over seeds)", "",
                   "| A | B | A better | tie | B better |", "|---|---|---:|---:|---:|"]
@@ -490,6 +520,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=25, help="training iterations per epoch (default 25)")
     p.add_argument("--val-iters", type=int, default=2, help="validation iterations per epoch (default 2)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time, each pinned to its own core (default 1)")
+    p.add_argument("--fixed-epochs", type=int, default=None, metavar="N",
+                   help="every row trains N epochs (no pilot; equal iterations, not equal wall-clock): separates an "
+                        "option's effect from the epoch it gains or loses in the pilot")
     p.add_argument("--gpu-memory-target", type=float, help="planner memory target in GB (default 1 ACDC, 8 Hippocampus)")
     p.add_argument("--test-cases", type=int, default=60, help="Hippocampus: cases held out for testing (default 60)")
     p.add_argument("--max-cases", type=int, help="Hippocampus: convert only the first N cases (smoke runs)")
@@ -519,9 +552,13 @@ def main(argv: list[str] | None = None) -> int:
     with exclusive_lock(bench.work, "benchmark work folder"):
         t0 = time.perf_counter()
         bench.prepare()
-        per_epoch = bench.pilot()
-        budget_s = args.minutes * 60
-        epochs = {k: max(1, round(budget_s / t)) for k, t in per_epoch.items()}
+        if args.fixed_epochs:
+            per_epoch = {r.key: float("nan") for r in bench.rows}
+            epochs = {r.key: args.fixed_epochs for r in bench.rows}
+        else:
+            per_epoch = bench.pilot()
+            budget_s = args.minutes * 60
+            epochs = {k: max(1, round(budget_s / t)) for k, t in per_epoch.items()}
         for k in epochs:
             print(f"{k}: {per_epoch[k]:.1f} s per epoch -> {epochs[k]} epochs", flush=True)
         bench.main_runs(epochs)

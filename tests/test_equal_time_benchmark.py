@@ -69,6 +69,15 @@ def test_tiny_real_run_writes_a_report_with_equal_time_budgets(tmp_path: Path) -
     # two seeds of one row differ (they are seeded differently), the same seed repeats nothing else
     a = data["mednext"]["seeds"]
     assert a["0"]["per_case"] != a["1"]["per_case"]
+    # a second call reuses every finished run (no training) and its report still lists the commands behind them
+    again = _bench("hippocampus", "--source", src, "--work", tmp_path / "w", "--minutes", 0.1, "--seeds", 0, 1,
+                   "--jobs", 2, "--rows", "unet_recipe", "mednext", "--iters", 3, "--val-iters", 1, "--test-cases", 3,
+                   "--out", tmp_path / "again.md")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "start train" not in again.stdout
+    commands = [ln.split(" ", 1)[0] for ln in text.splitlines() if ln.startswith("nnUNet")]
+    reused = [ln.split(" ", 1)[0] for ln in (tmp_path / "again.md").read_text().splitlines() if ln.startswith("nnUNet")]
+    assert sorted(reused) == sorted(commands) and commands.count("nnUNetv2_train") == 2 + 4
 
 
 def test_dry_run_resenc_row_is_planned_by_nnunets_planner_and_skips_the_final_validation(tmp_path: Path) -> None:
@@ -83,3 +92,13 @@ def test_dry_run_resenc_row_is_planned_by_nnunets_planner_and_skips_the_final_va
     assert len(resenc) == 2 and all("-tr nnUNetTrainerMedNeXtRefUNet_budget" in ln for ln in resenc)
     assert all("NNUNETV2_MEDNEXT_FINAL_VALIDATION=0" in ln for ln in trains)
     assert any(ln.startswith("nnUNetv2_predict") and "-p nnUNetResEncUNetMPlans" in ln for ln in lines)
+
+
+def test_fixed_epochs_skip_the_pilot_and_train_every_row_alike(tmp_path: Path) -> None:
+    proc = _bench("hippocampus", "--dry-run", "--work", tmp_path / "w", "--seeds", 0, 1, "--rows", "mednext",
+                  "--options", "head_init_fan_out", "--fixed-epochs", 7)
+    assert proc.returncode == 0, proc.stderr
+    trains = [ln for ln in proc.stdout.splitlines() if "nnUNetv2_train 4 3d_fullres 0" in ln]
+    assert len(trains) == 2 * 2  # two rows, two seeds, no pilot
+    assert all("NNUNETV2_MEDNEXT_BUDGET=7,25,2" in ln for ln in trains), trains
+    assert sum("-p nnUNetPlans_o_head_init_fan_out" in ln for ln in trains) == 2
