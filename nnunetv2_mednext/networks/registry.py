@@ -222,8 +222,9 @@ DESIGN_OPTIONS: dict[str, DesignOption] = {
         DesignOption("norm_layer", "norm", {"norm": "layer"}, "LayerNorm over channels"),
         DesignOption("layer_scale_off", "layer scale init", {"layer_scale": None}, "no layer scale"),
         DesignOption("layer_scale_1e-6", "layer scale init", {"layer_scale": 1e-6}, "layer scale init 1e-6"),
-        DesignOption("head_init_fan_in", "initialisation", {"head_init": "fan_in"},
-                     "segmentation heads with std 1/sqrt(fan_in): initial logits of unit scale instead of ~5-10"),
+        DesignOption("head_init_fan_out", "initialisation", {"head_init": "fan_out"},
+                     "segmentation heads by the He fan-out rule (initial logits of std ~5-10) instead of "
+                     "std 1/sqrt(fan_in) (unit scale)"),
         DesignOption("plan_widths", "widths per level", {"features_per_stage": "plan"},
                      "the plan's widths (32 doubling, capped) instead of mednext_t's"),
     )

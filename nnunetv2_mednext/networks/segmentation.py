@@ -254,8 +254,9 @@ class MedNeXtUNet(nn.Module):
         init: ``"pytorch"`` (PyTorch's default init of every layer, heads as the official transposed 1x1 convs:
             Roy et al.'s code) or ``"mednext"`` (``layers.init_weights``); ``None``: ``"pytorch"`` for
             ``block="v1"``, ``"mednext"`` for the seed family.
-        head_init: with ``init="mednext"``, the 1x1 segmentation heads: ``"fan_out"`` (the layers' He fan-out rule:
-            initial logits of std ~5-10) or ``"fan_in"`` (std ``1/sqrt(fan_in)``: logits of about unit scale).
+        head_init: with ``init="mednext"``, the 1x1 segmentation heads: ``"fan_in"`` (default; std
+            ``1/sqrt(fan_in)``: initial logits of about unit scale) or ``"fan_out"`` (the other layers' He fan-out
+            rule: initial logits of std ~5-10; the default before the ablation of ``docs/ablations.md``).
     """
 
     def __init__(
@@ -286,7 +287,7 @@ class MedNeXtUNet(nn.Module):
         upsample_align: str = "start",
         ds_bottleneck: bool = False,
         init: str | None = None,
-        head_init: str = "fan_out",
+        head_init: str = "fan_in",
         **nnunet_kwargs: Any,
     ) -> None:
         super().__init__()
