@@ -48,6 +48,16 @@ def _fake_msd(root: Path, n: int) -> Path:
     return root
 
 
+def _tools(report: str) -> list[str]:
+    """The program of every command line in a report (after its ``VAR=value`` environment assignments)."""
+    out = []
+    for ln in report.splitlines():
+        words = [w for w in ln.split() if "=" not in w]
+        if words and words[0].startswith(("nnUNetv2_", "nnunetv2-mednext")):
+            out.append(words[0])
+    return out
+
+
 @pytest.mark.slow
 def test_tiny_real_run_writes_a_report_with_equal_time_budgets(tmp_path: Path) -> None:
     src = _fake_msd(tmp_path / "Task04_Hippocampus", 9)
@@ -75,9 +85,9 @@ def test_tiny_real_run_writes_a_report_with_equal_time_budgets(tmp_path: Path) -
                    "--out", tmp_path / "again.md")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "start train" not in again.stdout
-    commands = [ln.split(" ", 1)[0] for ln in text.splitlines() if ln.startswith("nnUNet")]
-    reused = [ln.split(" ", 1)[0] for ln in (tmp_path / "again.md").read_text().splitlines() if ln.startswith("nnUNet")]
-    assert sorted(reused) == sorted(commands) and commands.count("nnUNetv2_train") == 2 + 4
+    commands, reused = _tools(text), _tools((tmp_path / "again.md").read_text())
+    assert commands.count("nnUNetv2_train") == 2 + 4 and commands.count("nnUNetv2_predict") == 4
+    assert sorted(reused) == sorted(commands)
 
 
 def test_dry_run_resenc_row_is_planned_by_nnunets_planner_and_skips_the_final_validation(tmp_path: Path) -> None:
