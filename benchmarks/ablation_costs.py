@@ -27,11 +27,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_networks as bn
+from runner import write_keeping
 
 from nnunetv2_mednext.networks.registry import DESIGN_OPTIONS
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "ablations.md"
-KEEP_MARKER = "<!-- kept when the table above is regenerated -->"
 BASE_VARIANT = "mednext_t"
 
 
@@ -153,10 +153,7 @@ def main(argv: list[str] | None = None) -> list[bn.Result]:
     text = render(results, bargs, command, loads)
     print(text)
     if not args.no_write:
-        # what follows the marker in the existing file (readings, the accuracy ablation) is kept
-        old = args.output.read_text(encoding="utf-8") if args.output.is_file() else ""
-        kept = old[old.index(KEEP_MARKER):] if KEEP_MARKER in old else ""
-        args.output.write_text(text + "\n" + ("\n" + kept if kept else ""), encoding="utf-8")
+        write_keeping(args.output, text)  # what follows the marker (readings, the accuracy ablation) is kept
         print(f"\nwrote {args.output}")
     return results
 

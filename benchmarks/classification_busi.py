@@ -18,7 +18,8 @@ mean ± std accuracy, macro F1, macro AUC, epochs, training time); each model's 
     python benchmarks/classification_busi.py --epochs 1 --run-folds 0 --threads 1 --out runs/busi_pilot
 
 ``--jobs N`` trains N models at once, each in its own process pinned to its own core (``taskset``) with one thread,
-so that each model's time budget is measured under the same load; the report merges the processes' results.
+so that each model's time budget is measured under the same load; every process reads the fingerprint and split
+that the parent wrote to OUT/common (one split for all models), and the report merges the processes' results.
 
 The data folder defaults to ../shared/data/busi_256 (override with --data or NNUNETV2_MEDNEXT_SHARED); any
 class-per-folder set or CSV works (the tests run this script on a synthetic one).
@@ -35,6 +36,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runner import Task, run_pinned  # noqa: E402
+
 DEFAULT_MODELS = ("mednext_cls_t", "resnet18", "convnext_atto")
 
 
@@ -66,6 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1,
                    help="models trained at once, one process each, pinned to its own core (default 1)")
     p.add_argument("--resume", action="store_true")
+    # --jobs: the parent's prepared folder (fingerprint, split), read by every child process, which writes nothing there
+    p.add_argument("--common", type=Path, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -102,43 +108,17 @@ def train_model(args: argparse.Namespace, prepared, model: str) -> dict:
 
 def run_in_processes(args: argparse.Namespace, argv: list[str] | None) -> dict:
     """``--jobs``: each model in its own process (this script, ``--models M --jobs 1``, output ``OUT/parts/M``),
-    at most ``args.jobs`` at once, each pinned to a free core with one thread; their ``results.json`` merged."""
-    import shutil
-    import subprocess
-
+    at most ``args.jobs`` at once, each pinned to a free core with one thread, all on the fingerprint and split this
+    process prepared in ``OUT/common``; their ``results.json`` merged."""
     base = list(sys.argv[1:] if argv is None else argv)
-    for name in ("--models", "--out", "--jobs", "--threads"):
+    for name in ("--models", "--out", "--jobs", "--threads", "--common"):
         base = _drop_option(base, name)
-    pin = shutil.which("taskset") is not None
-    cores = list(range(min(args.jobs, os.cpu_count() or 1)))
-    todo, running, done = list(args.models), {}, {}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # logs show progress as it happens
-    args.out.mkdir(parents=True, exist_ok=True)
-    while todo or running:
-        while todo and len(running) < len(cores):
-            busy = {c for _, c in running.values()}
-            model, core = todo.pop(0), next(c for c in cores if c not in busy)
-            cmd = [sys.executable, str(Path(__file__).resolve()), *base, "--models", model, "--jobs", "1",
-                   "--threads", "1", "--out", str(args.out / "parts" / model)]
-            log = open(args.out / f"{model}.log", "w")
-            proc = subprocess.Popen((["taskset", "-c", str(core)] if pin else []) + cmd, stdout=log,
-                                    stderr=subprocess.STDOUT, env=env)
-            log.close()
-            running[model] = (proc, core)
-            print(f"started {model} (core {core}, log {args.out.name}/{model}.log)", flush=True)
-        time.sleep(1)
-        for model, (proc, _) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            del running[model]
-            if proc.returncode != 0:
-                for other, _ in running.values():
-                    other.kill()
-                tail = (args.out / f"{model}.log").read_text()[-2000:]
-                raise SystemExit(f"training {model} failed (exit {proc.returncode}):\n{tail}")
-            done[model] = json.loads((args.out / "parts" / model / "results.json").read_text())["models"][model]
-            print(f"done {model}", flush=True)
-    return {m: done[m] for m in args.models}
+    tasks = [Task(model, [sys.executable, str(Path(__file__).resolve()), *base, "--models", model, "--jobs", "1",
+                          "--threads", "1", "--out", str(args.out / "parts" / model), "--common",
+                          str(args.out / "common")], env, args.out / f"{model}.log") for model in args.models]
+    run_pinned(tasks, args.jobs)
+    return {m: json.loads((args.out / "parts" / m / "results.json").read_text())["models"][m] for m in args.models}
 
 
 def _drop_option(argv: list[str], name: str) -> list[str]:
@@ -173,7 +153,8 @@ def main(argv=None) -> int:
         torch.set_num_interop_threads(args.threads)
     t_start = time.time()
     # one fingerprint + one split for every model: exact duplicates dropped (the cross-class pair entirely)
-    prepared = prepare(args.data, args.out / "common", n_folds=args.folds, seed=args.seed, duplicates="drop")
+    prepared = prepare(args.data, args.common or args.out / "common", n_folds=args.folds, seed=args.seed,
+                       duplicates="drop", write=args.common is None)
     results = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "data": str(args.data),
                "n_images": len(prepared.index), "dropped": prepared.dropped, "settings": vars(args) | {
                    "data": str(args.data), "out": str(args.out)},

@@ -39,7 +39,6 @@ import os
 import platform
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -48,6 +47,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runner import Task, run_pinned, write_keeping
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NNUNETV2_MEDNEXT_SHARED", REPO.parent / "shared"))
@@ -160,12 +162,11 @@ def _tool(name: str) -> str:
 
 @dataclass
 class Job:
-    """One command: its argv, extra environment, log file; ``seconds`` once it ran."""
+    """One command of the report: its name, argv and the environment it adds to the bench's."""
 
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
-    seconds: float | None = None
 
     def shell(self) -> str:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
@@ -192,53 +193,18 @@ class Bench:
                 "nnUNet_results": str(self.results(tag)), "nnUNet_def_n_proc": "1", "nnUNet_compile": "0",
                 "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
-    def run(self, job: Job, tag: str = "setup", core: int | None = None) -> subprocess.Popen | None:
-        """Start ``job`` (pinned to ``core`` with taskset when given); ``None`` in a dry run."""
-        self.commands.append(job)
-        if self.args.dry_run:
-            return None
-        self.logs.mkdir(parents=True, exist_ok=True)
-        ours = ("nnUNet_n_proc_DA", BUDGET_ENV, SEED_ENV, FINAL_VALIDATION_ENV)
-        env = {k: v for k, v in os.environ.items() if k not in ours}
-        env.update(self.env(tag))
-        env.update(job.env)
-        argv = (["taskset", "-c", str(core)] if core is not None else []) + job.argv
-        log = open(self.logs / (job.name.replace(" ", "_").replace(":", "_") + ".log"), "w")
-        job.seconds = -time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.work)
-        proc._log = log  # type: ignore[attr-defined]
-        proc._job = job  # type: ignore[attr-defined]
-        return proc
-
-    def wait(self, proc: subprocess.Popen | None) -> None:
-        if proc is None:
+    def run_all(self, jobs: Sequence[tuple[Job, str]], parallel: bool = True) -> None:
+        """Run ``(job, results tag)`` pairs, ``--jobs`` at a time (one when not ``parallel``), each pinned to its own
+        core; every job is listed in the report's commands (a dry run only lists them)."""
+        self.commands += [job for job, _ in jobs]
+        if self.args.dry_run or not jobs:
             return
-        rc = proc.wait()
-        proc._log.close()  # type: ignore[attr-defined]
-        job: Job = proc._job  # type: ignore[attr-defined]
-        job.seconds += time.perf_counter()  # type: ignore[operator]
-        if rc != 0:
-            tail = Path(proc._log.name).read_text(errors="replace").splitlines()[-20:]  # type: ignore[attr-defined]
-            raise SystemExit(f"{job.name} failed (exit {rc}):\n" + "\n".join(tail))
-        print(f"[{datetime.now():%H:%M:%S}] done {job.name} ({job.seconds:.0f} s)", flush=True)
-
-    def run_all(self, jobs: Sequence[tuple[Job, str]]) -> None:
-        """Run ``(job, results tag)`` pairs, ``--jobs`` at a time, each on its own core."""
-        n = max(1, self.args.jobs)
-        pending = list(jobs)
-        running: dict[int, subprocess.Popen | None] = {}
-        while pending or running:
-            for core in range(n):
-                if core not in running and pending:
-                    job, tag = pending.pop(0)
-                    print(f"[{datetime.now():%H:%M:%S}] start {job.name} (core {core})", flush=True)
-                    running[core] = self.run(job, tag, core if n > 1 else None)
-            for core, proc in list(running.items()):
-                if proc is None or proc.poll() is not None:
-                    self.wait(proc)
-                    del running[core]
-            if running:
-                time.sleep(1)
+        ours = ("nnUNet_n_proc_DA", BUDGET_ENV, SEED_ENV, FINAL_VALIDATION_ENV)
+        base = {k: v for k, v in os.environ.items() if k not in ours}
+        tasks = [Task(job.name, job.argv, {**base, **self.env(tag), **job.env},
+                      self.logs / (job.name.replace(" ", "_").replace(":", "_") + ".log"), cwd=self.work)
+                 for job, tag in jobs]
+        run_pinned(tasks, self.args.jobs if parallel else 1)
 
     # -- steps -----------------------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -255,7 +221,7 @@ class Bench:
             if self.args.max_cases:
                 convert += ["--max-cases", str(self.args.max_cases)]
         if not (self.raw / ds.folder / "dataset.json").is_file() or self.args.dry_run:
-            self.wait(self.run(Job("convert", convert)))
+            self.run_all([(Job("convert", convert), "setup")], parallel=False)
         else:
             self.commands.append(Job("convert", convert))  # done by an earlier invocation: the report lists it
         derived = (VARIANT_PLANS_PREFIX, OPTION_PLANS_PREFIX)
@@ -275,7 +241,7 @@ class Bench:
             if (self.pre / ds.folder / f"{plans}.json").is_file() and not self.args.dry_run:
                 self.commands.append(job)  # planned by an earlier invocation
                 continue
-            self.wait(self.run(job))
+            self.run_all([(job, "setup")], parallel=False)
 
     def train_job(self, row: Row, budget: str, seed: int | None, tag: str) -> Job:
         ds = self.ds
@@ -490,9 +456,8 @@ def write_report(bench: Bench, per_epoch: dict[str, float], epochs: dict[str, in
               "per seed and `_pilot` for the pilots):", "", "```bash",
               "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in bench.env("TAG").items()), "```", "", "```bash",
               *[j.shell() for j in bench.commands], "```", ""]
-    out.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join(lines).replace(str(bench.work), "$WORK").replace(str(ds.source.parent), "$DATA")
-    out.write_text(text)
+    write_keeping(out, text, before="## Commands")  # hand-written readings survive a regeneration
     print(f"wrote {out} and {png}")
 
 

@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import ablation_costs  # noqa: E402
 import bench_networks as bn  # noqa: E402
+from runner import KEEP_MARKER  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -81,14 +82,14 @@ def test_step_memory_worker_reports_its_own_peak_not_its_parents() -> None:
 def test_ablation_costs_tiny_run(tmp_path: Path) -> None:
     out = tmp_path / "ablations.md"
     # an earlier file: its hand-written part after the marker survives the regeneration, the old table does not
-    out.write_text("# old\n\n| stale table |\n\n" + ablation_costs.KEEP_MARKER + "\n\n## Accuracy\n\nkept text\n")
+    out.write_text("# old\n\n| stale table |\n\n" + KEEP_MARKER + "\n\n## Accuracy\n\nkept text\n")
     ablation_costs.main(["--tiny", "--memory", "saved", "--plans", "2d", "--options", "default", "exp_ratio_2",
                          "--output", str(out)])
     rows = _table(out.read_text(), "### 2D: patch")
     assert [r[0] for r in rows] == ["`default`", "`exp_ratio_2`", "`nnU-Net PlainConvUNet`"]
     assert float(rows[1][3]) < float(rows[0][3])  # expansion 2 instead of 4 in the seed levels: fewer parameters
     text = out.read_text()
-    assert "stale table" not in text and text.endswith(ablation_costs.KEEP_MARKER + "\n\n## Accuracy\n\nkept text\n")
+    assert "stale table" not in text and text.endswith(KEEP_MARKER + "\n\n## Accuracy\n\nkept text\n")
 
 
 @pytest.mark.slow
