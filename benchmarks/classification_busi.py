@@ -157,7 +157,7 @@ def main(argv=None) -> int:
                        duplicates="drop", write=args.common is None)
     results = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "data": str(args.data),
                "n_images": len(prepared.index), "dropped": prepared.dropped, "settings": vars(args) | {
-                   "data": str(args.data), "out": str(args.out)},
+                   "data": str(args.data), "out": str(args.out), "common": str(args.common) if args.common else None},
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
                           f"torch {torch.__version__}, " + (
                               f"{args.jobs} models at once, each pinned to one core with 1 thread" if args.jobs > 1
