@@ -156,8 +156,8 @@ def main(argv=None) -> int:
     prepared = prepare(args.data, args.common or args.out / "common", n_folds=args.folds, seed=args.seed,
                        duplicates="drop", write=args.common is None)
     results = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "data": str(args.data),
-               "n_images": len(prepared.index), "dropped": prepared.dropped, "settings": vars(args) | {
-                   "data": str(args.data), "out": str(args.out), "common": str(args.common) if args.common else None},
+               "n_images": len(prepared.index), "dropped": prepared.dropped, "settings": {
+                   k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},  # paths as JSON strings
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
                           f"torch {torch.__version__}, " + (
                               f"{args.jobs} models at once, each pinned to one core with 1 thread" if args.jobs > 1

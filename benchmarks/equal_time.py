@@ -302,11 +302,10 @@ class Bench:
                     reused.append((row, tag))
                     continue
                 train = self.train_job(row, f"{epochs[row.key]},{a.iters},{a.val_iters}", seed, tag)
-                jobs.append((train, tag))
-        self.run_all(jobs)
+                jobs.append((train, tag, row))
+        self.run_all([(train, tag) for train, tag, _ in jobs])
         self.commands += [job for r, tag in reused for job in self.predict_jobs(r, tag)]
-        todo = [(r, f"seed{s}") for s in a.seeds for r in self.rows
-                if a.dry_run or not (self.fold_dir(r, f"seed{s}") / "test_evaluation" / "summary.json").is_file()]
+        todo = [(row, tag) for _, tag, row in jobs]  # every run trained now gets predicted and evaluated
         for step in (0, 1):  # every prediction, then every evaluation (an evaluation needs its prediction)
             self.run_all([(self.predict_jobs(r, tag)[step], tag) for r, tag in todo])
 

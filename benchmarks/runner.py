@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,9 +33,8 @@ class Task:
     seconds: float | None = None
 
 
-def run_pinned(tasks: Sequence[Task], jobs: int, on_done: Callable[[Task], None] | None = None,
-               poll_s: float = 1.0) -> None:
-    """Run ``tasks`` in order, at most ``jobs`` at once, each on its own core; ``on_done(task)`` after each success.
+def run_pinned(tasks: Sequence[Task], jobs: int, poll_s: float = 1.0) -> None:
+    """Run ``tasks`` in order, at most ``jobs`` at once, each on its own core.
 
     Pinning happens only with ``jobs > 1`` (one job alone may use any core). A task that exits non-zero kills the
     others still running and raises ``SystemExit`` naming it, with the last 20 lines of its log."""
@@ -67,8 +66,6 @@ def run_pinned(tasks: Sequence[Task], jobs: int, on_done: Callable[[Task], None]
                     raise SystemExit(f"{task.name} failed (exit {proc.returncode}; log {task.log}):\n"
                                      + "\n".join(tail))
                 print(f"[{datetime.now():%H:%M:%S}] done {task.name} ({task.seconds:.0f} s)", flush=True)
-                if on_done is not None:
-                    on_done(task)
             if running:
                 time.sleep(poll_s)
     finally:

@@ -23,10 +23,9 @@ def test_run_pinned_runs_every_task_at_most_jobs_at_once(tmp_path: Path) -> None
             "pathlib.Path(sys.argv[1]).write_text(f'{t0} {time.time()}')")
     tasks = [Task(f"t{i}", [*_py(code), str(tmp_path / f"t{i}.txt")], dict(os.environ), tmp_path / "logs" / f"t{i}.log")
              for i in range(4)]
-    done: list[str] = []
-    run_pinned(tasks, 2, on_done=lambda t: done.append(t.name), poll_s=0.05)
-    spans = [tuple(map(float, (tmp_path / f"t{i}.txt").read_text().split())) for i in range(4)]
-    assert sorted(done) == ["t0", "t1", "t2", "t3"] and all(t.seconds and t.seconds >= 0.5 for t in tasks)
+    run_pinned(tasks, 2, poll_s=0.05)
+    spans = [tuple(map(float, (tmp_path / f"t{i}.txt").read_text().split())) for i in range(4)]  # every task ran
+    assert all(t.seconds and t.seconds >= 0.5 for t in tasks)
     for t, _ in spans:  # at any task's start, at most two tasks are running
         assert sum(s <= t < e for s, e in spans) <= 2
     assert spans[2][0] >= min(spans[0][1], spans[1][1]) - 0.05  # the third waited for a free slot
