@@ -6,7 +6,9 @@ takes any list of MedNeXt classifiers and timm names. Same loop, same leakage-sa
 first, near duplicates grouped), same hyper-parameters for every model. Length: ``--epochs`` (equal epochs) or
 ``--time-budget SECONDS`` (equal wall-clock: each model trains every fold for about SECONDS, its epochs fixed by a
 short timed pilot, see ``docs/classification.md``). Writes OUT/results.json and OUT/results.md (per-fold and
-mean ± std accuracy, macro F1, macro AUC, epochs, training time); each model's run folder is OUT/<model>/.
+mean ± std accuracy, macro F1, macro AUC, epochs, training time; the last epoch's losses and the validation accuracy
+along the budget) and OUT/curves.png (validation accuracy against training seconds); each model's run folder is
+OUT/<model>/.
 
     # equal wall-clock, 6 min of training per fold and model (about 95 minutes on 2 CPU cores):
     OMP_NUM_THREADS=1 python benchmarks/classification_busi.py --input-size 64 --time-budget 360 --warmup-epochs 2 \
@@ -135,6 +137,67 @@ def _drop_option(argv: list[str], name: str) -> list[str]:
     return out
 
 
+def run_folder(args: argparse.Namespace, model: str) -> Path:
+    """The folder of ``model``'s run (``config.json``, ``fold_K/history.json``)."""
+    return args.out / "parts" / model / model if args.jobs > 1 and len(args.models) > 1 else args.out / model
+
+
+def fold_histories(folder: Path) -> dict[str, list[dict]]:
+    """Per trained fold (``"0"``, ``"1"``, ...), its epoch records (losses, validation accuracy, seconds)."""
+    out = {}
+    for path in sorted(folder.glob("fold_*/history.json"), key=lambda p: int(p.parent.name.split("_")[1])):
+        out[path.parent.name.split("_")[1]] = json.loads(path.read_text())["history"]
+    return out
+
+
+def learning_rows(histories: dict[str, dict[str, list[dict]]]) -> list[str]:
+    """Markdown rows: per model, the last epoch's training and validation loss (mean over folds) and the
+    validation accuracy after each quarter of the budget (mean over folds): where a model over-fits or is still
+    learning."""
+    from statistics import fmean as mean
+
+    rows = ["| model | last train loss | last val loss | val acc. % at 25 / 50 / 75 / 100 % of the budget |",
+            "|---|---:|---:|---|"]
+    for model, folds in histories.items():
+        runs = [h for h in folds.values() if h]
+        if not runs:
+            continue
+        last_train = mean([h[-1]["train_loss"] for h in runs])
+        last_val = mean([h[-1]["val_loss"] for h in runs if h[-1].get("val_loss") is not None] or [float("nan")])
+        quarters = [mean([100 * h[max(0, round(q * len(h)) - 1)]["val_accuracy"] for h in runs])
+                    for q in (0.25, 0.5, 0.75, 1.0)]
+        rows.append(f"| {model} | {last_train:.3f} | {last_val:.3f} | {' / '.join(f'{v:.1f}' for v in quarters)} |")
+    return rows
+
+
+def plot_curves(histories: dict[str, dict[str, list[dict]]], path: Path, title: str) -> None:
+    """Validation accuracy against training seconds: one thin line per fold, the mean over folds in bold."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 3.8), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for i, (model, folds) in enumerate(histories.items()):
+        color = f"C{i}"
+        runs = [h for h in folds.values() if h]
+        for h in runs:
+            t = [sum(r["time_s"] for r in h[: k + 1]) for k in range(len(h))]
+            ax.plot(t, [100 * r["val_accuracy"] for r in h], color=color, lw=0.6, alpha=0.35)
+        n = min(len(h) for h in runs) if runs else 0
+        if n:
+            t = [sum(sum(r["time_s"] for r in h[: k + 1]) for h in runs) / len(runs) for k in range(n)]
+            acc = [sum(100 * h[k]["val_accuracy"] for h in runs) / len(runs) for k in range(n)]
+            ax.plot(t, acc, color=color, lw=2, label=f"{model} (mean of {len(runs)} folds)")
+    ax.set_xlabel("training seconds per fold (validation included)")
+    ax.set_ylabel("validation accuracy %")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not args.data.exists():
@@ -196,6 +259,11 @@ def main(argv=None) -> int:
                   "| model | s / step | steps / epoch | validation s | epoch s (est.) | epochs |", "|---|---|---|---|---|---|",
                   *[f"| {model} | {b['step_s']:.3f} | {b['steps_per_epoch']} | {b['validation_s']:.2f} | "
                     f"{b['estimated_epoch_s']:.1f} | {b['epochs']} |" for model, b in budgets]]
+    histories = {model: {f: h for f, h in fold_histories(run_folder(args, model)).items() if f in r["per_fold"]}
+                 for model, r in results["models"].items()}  # reported folds only (not one still in training)
+    lines += ["", "End of training and the validation curve (means over folds; `curves.png` plots it against "
+              "seconds):", "", *learning_rows(histories)]
+    plot_curves(histories, args.out / "curves.png", f"BUSI {args.input_size} px, {length}")
     lines.append(f"\ntotal wall time {results['total_wall_time_s']} s")
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
