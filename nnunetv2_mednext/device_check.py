@@ -12,6 +12,9 @@ trainers users run (``nnUNetTrainerMedNeXt`` = ``mednext_t``, ``nnUNetTrainerMed
 * **planner**: the MedNeXt planner's memory estimate (and nnU-Net's for ``PlainConvUNet``) against the measured peak;
 * **compile**: the same training steps under ``torch.compile`` (inductor), in a child process under a timeout;
 * **predictor**: nnU-Net's ``nnUNetPredictor`` (sliding window, Gaussian weighting, mirroring) on a synthetic volume;
+* **classify**: the classification trainer's networks (``mednext_cls_t`` against ``resnet18``) under its AMP and
+  channels-last rules, then ``classify train`` + ``predict`` end to end on a synthetic set
+  (:mod:`nnunetv2_mednext.classification.gpu_check`);
 * **nnunet_train**: the stock ``nnUNetv2_train`` on a synthetic dataset, ``-num_gpus 2`` when two GPUs are visible.
 
 On a CPU the same command runs the CPU subset (bf16 autocast, inductor if a C++ compiler is there, checkpointing,
@@ -55,7 +58,7 @@ NETS: dict[str, str] = {  # network label -> trainer that builds it (and whose o
     "PlainConvUNet": "nnUNetTrainer",
 }
 NUM_CLASSES = 3
-SECTIONS = ("matrix", "stability", "planner", "compile", "predictor", "nnunet_train")
+SECTIONS = ("matrix", "stability", "planner", "compile", "predictor", "classify", "nnunet_train")
 RATIO_TOLERANCE = 0.25  # planner estimate vs measured peak
 # nnU-Net 2.8 ExperimentPlanner: a proxy of UNet_reference_val_{3d,2d} at batch {2,12} fills 8 GB
 NNUNET_REFERENCE = {3: (560_000_000, 2), 2: (85_000_000, 12)}
@@ -85,10 +88,13 @@ class Profile:
     predictor_volume: tuple[int, ...]
     budget_s: float
     sections: dict[str, float]
+    classify_size: int = 224  # the classifiers' training steps: input px, batch
+    classify_batch: int = 32
+    classify_train_size: int = 64  # classify train end to end on a synthetic set
 
 
 PROFILES: dict[str, Profile] = {
-    # one GPU, under 8 minutes: 3D plan 128^3 batch 2, 2D plan 256^2 batch 12 (nnU-Net's reference batch)
+    # one GPU, under 9 minutes with start-up: 3D plan 128^3 batch 2, 2D plan 256^2 batch 12 (nnU-Net's reference batch)
     "gpu": Profile(
         "gpu", {"3d_fullres": {"patch": [128] * 3, "batch_size": 2}, "2d": {"patch": [256, 256], "batch_size": 12},
                 "3d_stability": {"patch": [64] * 3, "batch_size": 2}},
@@ -97,9 +103,10 @@ PROFILES: dict[str, Profile] = {
         2, 8, "3d_stability", 300, "fp16",
         "inductor", (("mednext_t", "3d_fullres"), ("mednextv1_l_k3", "3d_fullres"), ("PlainConvUNet", "3d_fullres"),
                      ("mednextv1_s_k3", "3d_fullres"), ("mednext_t", "2d"), ("PlainConvUNet", "2d")),
-        tuple(NETS), "3d_fullres", (160, 192, 192), 420.0,
+        tuple(NETS), "3d_fullres", (160, 192, 192), 460.0,
         # with 2+ GPUs the matrix and compile sections give 40 s and 60 s to the DDP run (see run_check)
-        {"matrix": 150.0, "stability": 90.0, "compile": 130.0, "predictor": 40.0, "nnunet_train": 120.0},
+        {"matrix": 150.0, "stability": 90.0, "compile": 130.0, "predictor": 40.0, "classify": 40.0,
+         "nnunet_train": 120.0},
     ),
     # CPU subset, full: about half an hour on two shared cores
     "cpu": Profile(
@@ -110,7 +117,9 @@ PROFILES: dict[str, Profile] = {
         1, 3, "2d_stability", 100, "bf16",
         "inductor", (("mednext_t", "2d"), ("mednextv1_l_k3", "2d"), ("PlainConvUNet", "2d")),
         tuple(NETS), "3d_fullres", (48, 48, 48), 2400.0,
-        {"matrix": 600.0, "stability": 600.0, "compile": 900.0, "predictor": 120.0, "nnunet_train": 0.0},
+        {"matrix": 600.0, "stability": 600.0, "compile": 900.0, "predictor": 120.0, "classify": 120.0,
+         "nnunet_train": 0.0},
+        classify_size=128, classify_batch=8, classify_train_size=32,
     ),
     # CPU subset for CI: about a minute on two cores; compile traces with aot_eager (inductor's CPU code
     # generation alone takes minutes per network on one core)
@@ -120,8 +129,10 @@ PROFILES: dict[str, Profile] = {
         (("3d_fullres", "fp32", False), ("3d_fullres", "bf16", False), ("2d", "fp32", False), ("2d", "bf16", False)),
         1, 1, "2d_stability", 20, "bf16",
         "aot_eager", (("mednext_t", "2d"), ("mednextv1_l_k3", "2d")),
-        ("mednext_t",), "3d_fullres", (24, 24, 24), 240.0,
-        {"matrix": 90.0, "stability": 60.0, "compile": 60.0, "predictor": 30.0, "nnunet_train": 0.0},
+        ("mednext_t",), "3d_fullres", (24, 24, 24), 270.0,
+        {"matrix": 90.0, "stability": 60.0, "compile": 60.0, "predictor": 30.0, "classify": 30.0,
+         "nnunet_train": 0.0},
+        classify_size=32, classify_batch=4, classify_train_size=32,
     ),
 }
 
@@ -546,6 +557,7 @@ class Report:
     refit: list[str] = field(default_factory=list)
     compile: list[dict] = field(default_factory=list)
     predictor: list[dict] = field(default_factory=list)
+    classify: list[dict] = field(default_factory=list)
     nnunet_train: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
 
@@ -554,7 +566,7 @@ class Report:
 
     def failures(self) -> list[str]:
         out = []
-        for section in ("matrix", "stability", "compile", "predictor", "nnunet_train"):
+        for section in ("matrix", "stability", "compile", "predictor", "classify", "nnunet_train"):
             for r in getattr(self, section):
                 if r.get("status") == "fail" and not r.get("warn_only"):
                     label = " ".join(str(r.get(k)) for k in ("net", "config", "amp") if r.get(k) is not None)
@@ -756,7 +768,34 @@ def run_check(profile: Profile, device: torch.device, out_dir: Path, argv: Seque
 
     done("predictor")
 
-    # 6. the stock nnUNetv2_train (DDP with two GPUs)
+    # 6. the classification trainer: its networks' training steps, then classify train + predict end to end
+    if "classify" in skip:
+        report.skip("classify", "--skip classify")
+    else:
+        from nnunetv2_mednext.classification import gpu_check
+
+        end = section_deadline("classify")
+        for net_name in gpu_check.SPEED_NETS:
+            if time.monotonic() > end:
+                report.skip(f"classify {net_name}", "classify time budget spent")
+                continue
+            log(f"{elapsed()} classify: {net_name} training steps, {profile.classify_size} px x "
+                f"{profile.classify_batch}")
+            report.classify.append(gpu_check.speed_row(net_name, profile.classify_size, profile.classify_batch,
+                                                       device, profile.warmup, profile.repeats))
+            _free(device)
+            log(f"{elapsed()}   -> {_row_summary(report.classify[-1])}")
+        if time.monotonic() > end:
+            report.skip("classify train", "classify time budget spent")
+        else:
+            log(f"{elapsed()} classify train + predict ({profile.classify_train_size} px, synthetic set)")
+            report.classify.append(gpu_check.train_run(device, profile.classify_train_size))
+            _free(device)
+            log(f"{elapsed()}   -> {_row_summary(report.classify[-1])}")
+
+    done("classify")
+
+    # 7. the stock nnUNetv2_train (DDP with two GPUs)
     if "nnunet_train" in skip:
         report.skip("nnUNetv2_train", "--skip nnunet_train")
     elif device.type != "cuda":
@@ -792,6 +831,8 @@ def _row_summary(r: dict) -> str:
         parts.append(f"saved {r['activation_bytes'] / 2**20:.1f} MiB")
     if "seconds" in r:
         parts.append(f"{r['seconds']} s")
+    if "images_per_s" in r:
+        parts.append(f"{r['images_per_s']} images/s")
     if "seconds_per_case" in r:
         parts.append(f"{r['seconds_per_case']} s/case, {r['forward_passes']} forward passes")
     return "ok " + ", ".join(parts)
@@ -963,6 +1004,21 @@ def render_markdown(report: Report) -> str:
                        f"{'x'.join(map(str, r.get('patch', [])))} | {r.get('windows', '-')} | "
                        f"{r.get('forward_passes', '-')} | {r.get('seconds_per_case', '-')} | {r['status']}"
                        f"{': ' + r['reason'] if r.get('reason') else ''} |")
+    if report.classify:
+        out += ["", "## Classification trainer", "",
+                "Training steps (AdamW, cross-entropy, one synthetic batch) under the trainer's device rules (CUDA: "
+                "bf16 autocast where supported, else fp16 + GradScaler, channels-last; CPU: float32), then `classify "
+                "train` (fold 0 of 2) and `predict` end to end on a synthetic set.", "",
+                "| net | what | AMP | params (M) | images/s | step s | ratio to resnet18 | peak memory | status |",
+                "|---|---|---|---:|---:|---:|---:|---:|---|"]
+        base = next((r.get("step_s") for r in report.classify if r["net"] == "resnet18" and r.get("step_s")), None)
+        for r in report.classify:
+            what = f"{r['config']} x {r['batch']}" if "batch" in r else r["config"]
+            ratio = f"{r['step_s'] / base:.2f}" if base and r.get("step_s") else "-"
+            params = f"{r['params'] / 1e6:.2f}" if r.get("params") else "-"
+            out.append(f"| {r['net']} | {what} | {r.get('amp', '-')} | {params} | {r.get('images_per_s', '-')} | "
+                       f"{r.get('step_s', '-')} | {ratio} | {_gib(r.get('peak_bytes'))} | {r['status']}"
+                       f"{': ' + r['reason'] if r.get('reason') else ''} |")
     if report.nnunet_train:
         out += ["", "## Stock nnUNetv2_train", "", "| trainer | GPUs | nnUNet_compile | s | status |",
                 "|---|---:|---|---:|---|"]
@@ -997,7 +1053,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto: CUDA when available, else the CPU subset")
     parser.add_argument("--quick", action="store_true", help="CPU subset at CI size (about a minute on 2 cores)")
     parser.add_argument("--budget-s", type=float, default=None,
-                        help="time budget in seconds (default: 420 GPU, 2400 CPU, 240 --quick); what does not fit is "
+                        help="time budget in seconds (default: 460 GPU, 2400 CPU, 270 --quick); what does not fit is "
                              "skipped and listed")
     parser.add_argument("--compile", choices=["try", "off"], default="try",
                         help="try: compile where inductor can run (CUDA; CPU with a C++ compiler), in a child process "

@@ -351,17 +351,21 @@ def test_report_failures_and_markdown() -> None:
                              "nnunet_compiles": {"compiles": False, "why": "cpu"}})
     report.matrix.append(_matrix_row("mednext_t", 10, 1, 0, amp="fp32", params=10, status="fail", reason="boom"))
     report.compile.append({"net": "mednext_t", "config": "2d", "status": "fail", "reason": "no", "warn_only": True})
+    report.classify.append({"net": "mednext_cls_t", "config": "32px", "batch": 4, "amp": "fp32", "status": "fail",
+                            "reason": "nan"})
     report.skip("x", "because")
-    assert report.failures() == ["matrix: mednext_t 3d_fullres fp32: boom"]
+    assert report.failures() == ["matrix: mednext_t 3d_fullres fp32: boom", "classify: mednext_cls_t 32px fp32: nan"]
     assert any("warning only" in a for a in report.attention())
     md = dc.render_markdown(report)
     assert "**Verdict: FAIL**" in md and "CPU subset" in md and "* x: because" in md
+    assert "| mednext_cls_t | 32px x 4 | fp32 | - | - | - | - | - | fail: nan |" in md
 
 
 def test_run_check_with_every_section_skipped_still_reports(tmp_path: Path) -> None:
     report = dc.run_check(dc.PROFILES["quick"], torch.device("cpu"), tmp_path, skip=dc.SECTIONS, log=lambda s: None)
     js, md = dc.write_report(report, tmp_path)
-    assert {s["what"] for s in report.skipped} >= {"matrix", "stability", "compile", "predictor", "nnUNetv2_train"}
+    assert {s["what"] for s in report.skipped} >= {"matrix", "stability", "compile", "predictor", "classify",
+                                                   "nnUNetv2_train"}
     assert "Verdict: PASS" in md.read_text() and js.exists()
 
 
@@ -407,10 +411,20 @@ def test_doctor_quick_cpu_subset_end_to_end(tmp_path: Path) -> None:
     assert ratios[("mednext_t", "2d")] and ratios[("PlainConvUNet", "2d")] is None
     assert [(r["net"], r["status"]) for r in data["compile"]] == [("mednext_t", "ok"), ("mednextv1_l_k3", "ok")]
     assert data["predictor"][0]["status"] == "ok" and data["predictor"][0]["forward_passes"] == 64
+    # the classification trainer: both networks' steps (float32 on a CPU), then classify train + predict
+    cls = {r["net"] + ("/train" if "classify train" in r["config"] else ""): r for r in data["classify"]}
+    assert list(cls) == ["mednext_cls_t", "resnet18", "mednext_cls_t/train"]
+    assert all(r["status"] == "ok" for r in cls.values())
+    assert cls["resnet18"]["params"] == 11_178_051 and cls["mednext_cls_t"]["amp"] == "fp32"  # 3 channels, 3 classes
+    assert cls["mednext_cls_t"]["images_per_s"] == pytest.approx(4 / cls["mednext_cls_t"]["step_s"], rel=0.01)
+    assert cls["mednext_cls_t/train"]["epochs"] == 2 and cls["mednext_cls_t/train"]["predictions"] == 24
     skipped = " ".join(s["what"] for s in data["skipped"])
     assert "fp16 + GradScaler" in skipped and "DDP" in skipped and "inductor" in skipped
     md = (tmp_path / "report" / "device_check.md").read_text()
     assert "**Verdict: PASS**" in md and "CPU subset" in md and "## Skipped" in md
+    ratio_row = next(ln for ln in md.splitlines() if ln.startswith("| mednext_cls_t | 32px x 4 |"))
+    ratio = cls["mednext_cls_t"]["step_s"] / cls["resnet18"]["step_s"]
+    assert ratio_row.split("|")[7].strip() == f"{ratio:.2f}"
     assert "Traceback" not in proc.stdout + proc.stderr
     print(f"doctor --quick took {time.perf_counter() - t0:.0f} s")
 
