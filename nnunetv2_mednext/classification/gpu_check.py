@@ -27,10 +27,16 @@ SPEED_NETS = ("mednext_cls_t", "resnet18")  # resnet18: the reference of the rat
 
 def _amp(device: torch.device) -> tuple[torch.dtype | None, bool]:
     """The trainer's rule: (autocast dtype or None, GradScaler on)."""
+    from .trainer import cuda_amp_dtype
+
     if device.type != "cuda":
         return None, False
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    dtype = cuda_amp_dtype()
     return dtype, dtype == torch.float16
+
+
+def _amp_name(dtype: torch.dtype | None) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")  # the check's other sections' names
 
 
 def _sync(device: torch.device) -> None:
@@ -42,8 +48,8 @@ def speed_row(name: str, size: int, batch: int, device: torch.device, warmup: in
     """Training steps of classifier ``name`` at ``size`` px and ``batch`` images: images/s and memory."""
     dtype, scaled = _amp(device)
     channels_last = device.type == "cuda"
-    row: dict = {"net": name, "config": f"{size}px", "batch": batch, "amp": str(dtype).replace("torch.", "")
-                 if dtype else "fp32", "channels_last": channels_last}
+    row: dict = {"net": name, "config": f"{size}px", "batch": batch, "amp": _amp_name(dtype),
+                 "channels_last": channels_last}
     try:
         torch.manual_seed(0)
         model: nn.Module = build_classifier(name, 3, N_CLASSES).to(device)
@@ -112,9 +118,8 @@ def train_run(device: torch.device, size: int, epochs: int = 2) -> dict:
             predictor = Predictor(find_checkpoints(Path(tmp) / "run"), device=str(device))
             probs = predictor.predict([s.path for s in gather_inputs(data, predictor.class_names)], progress=False)
             ok = probs.shape == (3 * 8, N_CLASSES) and bool(abs(probs.sum(1) - 1).max() < 1e-4)
-            dtype = _amp(device)[0]
             row.update(status="ok" if ok else "fail", epochs=fold["epochs"], accuracy=round(fold["accuracy"], 3),
-                       predictions=len(probs), amp=str(dtype).replace("torch.", "") if dtype else "fp32",
+                       predictions=len(probs), amp=_amp_name(_amp(device)[0]),
                        **({} if ok else {"reason": f"predictions of shape {probs.shape} for 24 images"}))
     except Exception as e:
         row.update(reason=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=6))

@@ -93,6 +93,11 @@ def _library(model: str) -> str:
     return f"timm {timm.__version__}"
 
 
+def cuda_amp_dtype() -> torch.dtype:
+    """The autocast dtype of training on CUDA: bf16 where the GPU supports it, else fp16 (with a GradScaler)."""
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 class FoldTrainer:
     def __init__(self, prepared: Prepared, cache: ImageCache, config: TrainConfig, meta: dict, out_dir: Path,
                  ctx: DistContext, console: Console) -> None:
@@ -105,7 +110,7 @@ class FoldTrainer:
         if self.amp and not cuda:
             console.warn("--amp on needs CUDA; training in float32")
             self.amp = False
-        self.amp_dtype = torch.bfloat16 if (cuda and torch.cuda.is_bf16_supported()) else torch.float16
+        self.amp_dtype = cuda_amp_dtype() if cuda else torch.float16
         self.channels_last = config.channels_last == "on" or (config.channels_last == "auto" and cuda)
         self.workers = config.workers if config.workers >= 0 else (min(4, os.cpu_count() or 1) if cuda else 0)
         if cuda:
