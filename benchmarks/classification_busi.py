@@ -150,23 +150,45 @@ def fold_histories(folder: Path) -> dict[str, list[dict]]:
     return out
 
 
-def learning_rows(histories: dict[str, dict[str, list[dict]]]) -> list[str]:
-    """Markdown rows: per model, the last epoch's training and validation loss (mean over folds) and the
-    validation accuracy after each quarter of the budget (mean over folds): where a model over-fits or is still
-    learning."""
+def training_fit(folder: Path, prepared, folds: list[str], device: str) -> dict[str, float]:
+    """Per fold, the accuracy of its final checkpoint on the fold's own training images, without augmentation:
+    how closely the network fits what it learned from (next to how well it does on the held-out part)."""
+    from nnunetv2_mednext.classification.predict import Predictor
+
+    by_id = {s.id: s for s in prepared.index.samples}
+    fit = {}
+    for fold in folds:
+        ckpt = folder / f"fold_{fold}" / "checkpoint_final.pt"
+        if not ckpt.is_file():
+            continue
+        predictor = Predictor([ckpt], device=device)
+        samples = [by_id[i] for i in prepared.splits["folds"][int(fold)]["train"]]
+        probs = predictor.predict([s.path for s in samples], progress=False)
+        hits = [predictor.class_names[int(k)] == s.label for k, s in zip(probs.argmax(1), samples)]
+        fit[fold] = sum(hits) / len(hits)
+    return fit
+
+
+def learning_rows(histories: dict[str, dict[str, list[dict]]], fits: dict[str, dict[str, float]]) -> list[str]:
+    """Markdown rows: per model (means over folds), the accuracy of the final checkpoint on its training images,
+    the last epoch's training and validation loss and the validation accuracy after each quarter of the budget:
+    whether a model under-fits, over-fits or is still learning."""
     from statistics import fmean as mean
 
-    rows = ["| model | last train loss | last val loss | val acc. % at 25 / 50 / 75 / 100 % of the budget |",
-            "|---|---:|---:|---|"]
+    rows = ["| model | train acc. % (final, no aug.) | last train loss | last val loss | "
+            "val acc. % at 25 / 50 / 75 / 100 % of the budget |", "|---|---:|---:|---:|---|"]
     for model, folds in histories.items():
         runs = [h for h in folds.values() if h]
         if not runs:
             continue
+        fit = fits.get(model, {})
+        train_acc = f"{100 * mean(fit.values()):.1f}" if fit else "-"
         last_train = mean([h[-1]["train_loss"] for h in runs])
         last_val = mean([h[-1]["val_loss"] for h in runs if h[-1].get("val_loss") is not None] or [float("nan")])
         quarters = [mean([100 * h[max(0, round(q * len(h)) - 1)]["val_accuracy"] for h in runs])
                     for q in (0.25, 0.5, 0.75, 1.0)]
-        rows.append(f"| {model} | {last_train:.3f} | {last_val:.3f} | {' / '.join(f'{v:.1f}' for v in quarters)} |")
+        rows.append(f"| {model} | {train_acc} | {last_train:.3f} | {last_val:.3f} | "
+                    f"{' / '.join(f'{v:.1f}' for v in quarters)} |")
     return rows
 
 
@@ -261,8 +283,10 @@ def main(argv=None) -> int:
                     f"{b['estimated_epoch_s']:.1f} | {b['epochs']} |" for model, b in budgets]]
     histories = {model: {f: h for f, h in fold_histories(run_folder(args, model)).items() if f in r["per_fold"]}
                  for model, r in results["models"].items()}  # reported folds only (not one still in training)
+    fits = {model: training_fit(run_folder(args, model), prepared, list(h), args.device)
+            for model, h in histories.items()}
     lines += ["", "End of training and the validation curve (means over folds; `curves.png` plots it against "
-              "seconds):", "", *learning_rows(histories)]
+              "seconds):", "", *learning_rows(histories, fits)]
     plot_curves(histories, args.out / "curves.png", f"BUSI {args.input_size} px, {length}")
     lines.append(f"\ntotal wall time {results['total_wall_time_s']} s")
     (args.out / "results.md").write_text("\n".join(lines) + "\n")

@@ -180,10 +180,11 @@ def test_busi_benchmark_runs_every_model_at_equal_wall_clock(tmp_path: Path):
     assert "equal wall-clock: about 1 s of training per fold" in md and "| convnext_atto | timm" in md
     assert "| model | s / step | steps / epoch |" in md and "2 models at once" in md
     # the end-of-training table: one row per model, losses from its folds' histories, 4 accuracies along the budget
-    learning = {ln.split("|")[1].strip(): ln.split("|")[2:5] for ln in md.split("| model | last train loss")[1]
+    learning = {ln.split("|")[1].strip(): ln.split("|")[2:6] for ln in md.split("| model | train acc. %")[1]
                 .splitlines()[2:] if ln.startswith("| ")}
     assert list(learning) == list(res["models"])
-    for name, (train_loss, val_loss, accs) in learning.items():
+    for name, (train_acc, train_loss, val_loss, accs) in learning.items():
+        assert 0 <= float(train_acc) <= 100
         hist = [json.loads((out / "parts" / name / name / f"fold_{f}" / "history.json").read_text())["history"]
                 for f in (0, 1)]
         assert float(train_loss) == pytest.approx(sum(h[-1]["train_loss"] for h in hist) / 2, abs=5e-4)
