@@ -231,8 +231,8 @@ def _depthwise_weight_grad(x, grad, weight, padding, dilation) -> torch.Tensor:
     """Weight gradient of a stride-1 depthwise conv, by the fastest of three exact formulations on CPU.
 
     * small maps (at most ``_SWAPPED_WGRAD_MAX_VOXELS`` voxels per sample): per sample, a depthwise convolution of
-      the padded input with the output gradient as the kernel; output voxel ``t`` is ``sum_p x[p + d t] g[p]``,
-      the gradient of tap ``t``;
+      the input (zero-padded by the convolution itself) with the output gradient as the kernel and the dilation as
+      the stride; output voxel ``t`` is ``sum_p x_pad[p + d t] g[p]``, the gradient of tap ``t``;
     * larger 3D maps: one 2D backward-weights call per depth tap and sample (oneDNN's 2D kernel is vectorised,
       its 3D one is not: about 5x faster on a 64^3 map);
     * larger 2D maps: oneDNN's own backward-weights.
@@ -240,10 +240,10 @@ def _depthwise_weight_grad(x, grad, weight, padding, dilation) -> torch.Tensor:
     conv = _conv_nd(x.ndim)
     channels, size = x.shape[1], x.shape[2:]
     if math.prod(size) <= _SWAPPED_WGRAD_MAX_VOXELS:
-        xp = F.pad(x, [p for p in reversed(padding) for _ in range(2)])
+        # the convolution pads (no zero-padded copy of x: up to 6x its size for a dilated kernel on a small map)
         out = None
         for b in range(x.shape[0]):
-            part = conv(xp[b : b + 1], grad[b].unsqueeze(1), None, dilation, 0, 1, channels)
+            part = conv(x[b : b + 1], grad[b].unsqueeze(1), None, dilation, padding, 1, channels)
             out = part if out is None else out.add_(part)
         return out.reshape(weight.shape)
     if x.ndim == 4 or not is_channels_last(x):
