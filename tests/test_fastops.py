@@ -243,6 +243,61 @@ def test_fused_ffn_sublayers_gradcheck() -> None:
     torch.testing.assert_close(block(x), ref)
 
 
+class _Seeded(nn.Module):
+    """``module(x)`` with the random stream reset first: drop path draws the same masks at every call."""
+
+    def __init__(self, module: nn.Module, seed: int = 3) -> None:
+        super().__init__()
+        self.module, self.seed = module, seed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            return self.module(x)
+
+
+def test_fused_ffn_sublayers_with_batch_norm_and_drop_path() -> None:
+    """The classifier's sub-layers: BatchNorm (batch statistics, running statistics updated as nn.BatchNorm does)
+    and drop path (per-sample branch factor) inside the fused node; same function, gradients and buffers."""
+    torch.manual_seed(0)
+    block = use_fast_layers(MedNeXtBlock(3, nn.Conv2d, "A", 2, "batch", 0.5, 0.4, (3, 5), (3, 5, 2))).double()
+    for m in block.modules():
+        for p in m.parameters(recurse=False):
+            p.data.normal_(0.3, 0.5)
+    x = _cl(torch.randn(4, 3, 4, 5, dtype=torch.float64)).requires_grad_()
+    seeded = _Seeded(block).train()
+    assert "_PreNormFFNCPUBackward" in autograd_nodes(seeded(x))
+    # 4 samples, keep 0.6: with this seed some branches are dropped and some kept in the fused sub-layers
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        masks = [torch.empty(4).bernoulli_(0.6) for _ in block.layers]
+    assert any(0 < float(m.sum()) < 4 for m in masks)
+    names = [n for n, _ in seeded.named_parameters()]
+
+    def fn(inp, *params):  # the BatchNorm buffers stay the module's own
+        return torch.func.functional_call(seeded, dict(zip(names, params)), (inp,))
+
+    assert torch.autograd.gradcheck(fn, (x, *seeded.parameters()), atol=1e-6, rtol=1e-4)
+
+    buffers = {n: b.clone() for n, b in block.named_buffers()}
+    fast = seeded(x)
+    fast_grads = torch.autograd.grad(fast.square().sum(), (x, *block.parameters()))
+    fast_buffers = {n: b.clone() for n, b in block.named_buffers()}
+    for n, b in block.named_buffers():  # back to the state before the fused call
+        b.copy_(buffers[n])
+    with reference_ops():
+        ref = seeded(x)
+        ref_grads = torch.autograd.grad(ref.square().sum(), (x, *block.parameters()))
+    torch.testing.assert_close(fast, ref)
+    for a, r in zip(fast_grads, ref_grads):
+        torch.testing.assert_close(a, r)
+    for n, b in block.named_buffers():
+        torch.testing.assert_close(fast_buffers[n], b, msg=n)
+    assert int(fast_buffers["layers.0.norm.num_batches_tracked"]) == int(buffers["layers.0.norm.num_batches_tracked"]) + 1
+    block.eval()  # running statistics: the plain layers (the fused node needs batch statistics)
+    assert not fastops.prenorm_ffn_fusable(block.layers[0], x)
+
+
 def test_fused_stem_down_and_skip_fusion_gradcheck() -> None:
     torch.manual_seed(0)
     net = build("2d", "seed_A").double()
@@ -358,3 +413,28 @@ def test_classifier_fast_equals_reference_and_runs_the_fast_layers(dtype: torch.
     assert "_DepthwiseConvCPUBackward" in nodes  # the equality below is not vacuous
     tol = (1e-4, 2e-3) if dtype == torch.float32 else (1e-10, 1e-7)
     assert_same_network(run(net, x, True), fast, out_tol=tol[0], grad_tol=tol[1])
+
+
+def test_classifier_default_runs_its_ffn_sublayers_fused() -> None:
+    """``mednext_cls_t``'s defaults (BatchNorm, drop path 0.1) take the fused FFN node in training, and give the
+    plain layers' outputs and gradients under the same random stream."""
+    torch.manual_seed(0)
+    net = create_model("mednext_cls_t", num_classes=3, in_chans=1, dims=(8, 16, 24, 32), depths=(1, 1, 2, 1)).double()
+    assert max(m.p for m in net.modules() if type(m).__name__ == "DropPath") > 0
+    net.train()
+    x = torch.randn(3, 1, 64, 64, dtype=torch.float64)
+
+    def seeded_run(reference: bool):
+        state = {k: v.clone() for k, v in net.state_dict().items()}
+        torch.manual_seed(5)
+        result = run(net, x, reference)
+        after = {k: v.clone() for k, v in net.state_dict().items()}
+        net.load_state_dict(state)
+        return result, after
+
+    (fast, fast_state), (ref, ref_state) = seeded_run(False), seeded_run(True)
+    torch.manual_seed(5)
+    assert "_PreNormFFNCPUBackward" in autograd_nodes(probe_loss([net(x)]))
+    assert_same_network(ref, fast, out_tol=1e-10, grad_tol=1e-7)
+    for k, v in ref_state.items():  # BatchNorm running statistics included
+        torch.testing.assert_close(fast_state[k], v, msg=k)

@@ -579,19 +579,50 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return _to_last(x).reshape(-1, x.shape[1])
 
 
+def _one_sample(x: torch.Tensor) -> torch.Tensor:
+    """A channels-last (B, C, S0, *S) tensor as the one sample (1, C, B * S0, *S) (a view): its per-channel
+    statistics are the batch statistics, so BatchNorm (training mode) is the instance norm of this view."""
+    last = _to_last(x)
+    return _to_first(last.reshape(1, -1, *last.shape[2:]))
+
+
+def _norm_view(x: torch.Tensor, batch: bool) -> torch.Tensor:
+    return _one_sample(x) if batch else x
+
+
+def _like(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``y`` (a channels-last map with ``x``'s elements, maybe another batch split) in the shape of ``x``."""
+    return _to_first(_to_last(y).reshape(_to_last(x).shape))
+
+
+def _update_running_stats(norm_state, mean: torch.Tensor, rstd: torch.Tensor, eps: float, count: int) -> None:
+    """BatchNorm's running-statistics update from the batch mean and ``rstd`` (unbiased variance, as PyTorch)."""
+    running_mean, running_var, factor = norm_state
+    var = (rstd.reshape(-1).double().pow(-2) - eps).clamp_min(0) * (count / max(count - 1, 1))
+    running_mean.mul_(1 - factor).add_(mean.reshape(-1).to(running_mean.dtype), alpha=factor)
+    running_var.mul_(1 - factor).add_(var.to(running_var.dtype), alpha=factor)
+
+
 class _PreNormFFNCPU(torch.autograd.Function):
     """Fused LA-FFN / SDW-FFN residual sub-layer on channels-last CPU tensors.
 
-    ``kind="sdw"``: ``body(h) = h + GELU(DW(h))``; ``kind="la"``: ``body(h) = h * DW2(DW1(h))``. Saved for backward:
+    ``kind="sdw"``: ``body(h) = h + GELU(DW(h))``; ``kind="la"``: ``body(h) = h * DW2(DW1(h))``. The norm is a
+    per-channel instance norm, or BatchNorm in training mode (``norm_state``: its running mean, running variance
+    and update factor, updated here as ``nn.BatchNorm`` does). ``path_scale`` (B,): drop path's per-sample factor
+    (0 or 1 / keep) on the branch. Saved for backward:
     the input, the expanded pre-activation and the depthwise outputs (``DW(h)``; ``DW1(h)`` and ``DW2(DW1(h))``);
     the norm output, ``h``, the body output and the projected branch are recomputed or never stored (the layer
     scale gradient comes from the fc2 GEMM, not from a saved branch output).
     """
 
     @staticmethod
-    def forward(ctx, x, kind, n_w, n_b, eps, w1, b1, w2, b2, gamma, dw1_w, dw1_b, pad1, dil1, dw2_w, dw2_b, pad2, dil2):  # type: ignore[override]
+    def forward(ctx, x, kind, n_w, n_b, eps, w1, b1, w2, b2, gamma, dw1_w, dw1_b, pad1, dil1, dw2_w, dw2_b, pad2, dil2,  # type: ignore[override]
+                norm_state=None, path_scale=None):
         c = x.shape[1]
-        n, mean, rstd = _instance_norm_forward(x, n_w, n_b, eps)
+        batch = norm_state is not None
+        n, mean, rstd = _instance_norm_forward(_norm_view(x, batch), n_w, n_b, eps)
+        if batch and norm_state[0] is not None:
+            _update_running_stats(norm_state, mean, rstd, eps, x.numel() // c)
         p1 = _spatial(_gemm(_rows(n), w1.flatten(1), b1), x)
         del n
         h = F.gelu(p1)
@@ -606,25 +637,33 @@ class _PreNormFFNCPU(torch.autograd.Function):
             saved = (d1, d2)
         w2m = w2.flatten(1)
         x_rows = _rows(x)
-        if gamma is not None:
-            out = x_rows + gamma * b2 if b2 is not None else x_rows.clone()
-            out.addmm_(_rows(z), (w2m * gamma.unsqueeze(1)).t())
-        else:
-            out = x_rows + b2 if b2 is not None else x_rows.clone()
-            out.addmm_(_rows(z), w2m.t())
+        w_out = (w2m * gamma.unsqueeze(1)).t() if gamma is not None else w2m.t()
+        b_out = (gamma * b2 if gamma is not None else b2) if b2 is not None else None
+        if path_scale is None:
+            out = x_rows + b_out if b_out is not None else x_rows.clone()
+            out.addmm_(_rows(z), w_out)
+        else:  # drop path: the branch scaled per sample (rows are sample-major)
+            branch = torch.mm(_rows(z), w_out)
+            if b_out is not None:
+                branch.add_(b_out)
+            out = x_rows.clone()
+            out.view(x.shape[0], -1, c).addcmul_(branch.view(x.shape[0], -1, c), path_scale.view(-1, 1, 1))
+            del branch
         del z, h
-        ctx.save_for_backward(x, n_w, n_b, w1, w2, b2, gamma, dw1_w, dw2_w, mean, rstd, p1, *saved)
-        ctx.kind, ctx.eps, ctx.c = kind, eps, c
+        ctx.save_for_backward(x, n_w, n_b, w1, w2, b2, gamma, dw1_w, dw2_w, mean, rstd, p1, path_scale, *saved)
+        ctx.kind, ctx.eps, ctx.c, ctx.batch = kind, eps, c, batch
         ctx.pads, ctx.dils = (pad1, pad2), (dil1, dil2)
         ctx.has = (b1 is not None, b2 is not None, dw1_b is not None, dw2_b is not None)
         return _spatial(out, x)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        x, n_w, n_b, w1, w2, b2, gamma, dw1_w, dw2_w, mean, rstd, p1, *saved = ctx.saved_tensors
+        x, n_w, n_b, w1, w2, b2, gamma, dw1_w, dw2_w, mean, rstd, p1, path_scale, *saved = ctx.saved_tensors
         need = ctx.needs_input_grad
         grad = grad.contiguous(memory_format=_cl_format(x.ndim))
-        g_rows = _rows(grad)
+        g_rows = _rows(grad)  # of the output; the residual path's gradient as is
+        if path_scale is not None:  # the branch's gradient: per sample, times its drop-path factor
+            g_rows = (g_rows.view(x.shape[0], -1, ctx.c) * path_scale.view(-1, 1, 1)).view(-1, ctx.c)
         w2m = w2.flatten(1)
         # recompute the body output z (and h) from the saved pre-activations
         h = F.gelu(p1)
@@ -666,17 +705,18 @@ class _PreNormFFNCPU(torch.autograd.Function):
         del g_z, h
         g_p1 = torch.ops.aten.gelu_backward.grad_input(g_h, p1, grad_input=g_h)
         g_p1_rows = _rows(g_p1)
-        n = _instance_norm_apply(x, mean, rstd, n_w, n_b)
+        xv = _norm_view(x, ctx.batch)
+        n = _instance_norm_apply(xv, mean, rstd, n_w, n_b)
         g_w1 = g_p1_rows.t().mm(_rows(n)).view_as(w1) if need[5] else None
         g_b1 = g_p1_rows.sum(0) if ctx.has[0] and need[6] else None
         del n
-        g_n = _spatial(g_p1_rows.mm(w1.flatten(1)), x)
+        g_n = _spatial(g_p1_rows.mm(w1.flatten(1)), xv)
         del g_p1, g_p1_rows
-        g_x, g_nw, g_nb = _instance_norm_backward(g_n, x, mean, rstd, n_w, need[0])
+        g_x, g_nw, g_nb = _instance_norm_backward(g_n, xv, mean, rstd, n_w, need[0])
         if g_x is not None:
-            g_x = g_x.add_(grad)
+            g_x = _like(g_x, x).add_(grad)
         return (g_x, None, g_nw, g_nb, None, g_w1, g_b1, g_w2, g_b2, g_gamma,
-                g_dw1_w, g_dw1_b, None, None, g_dw2_w, g_dw2_b, None, None)
+                g_dw1_w, g_dw1_b, None, None, g_dw2_w, g_dw2_b, None, None, None, None)
 
 
 def prenorm_ffn_fusable(sub: nn.Module, x: torch.Tensor) -> bool:
@@ -690,10 +730,7 @@ def prenorm_ffn_fusable(sub: nn.Module, x: torch.Tensor) -> bool:
         and x.device.type == "cpu"
         and is_channels_last(x)
         and _needs_autograd(x, *sub.parameters())
-        and (sub.drop_path.p == 0.0 or not sub.training)  # type: ignore[attr-defined]
-        and isinstance(norm, nn.GroupNorm)
-        and norm.num_groups == norm.num_channels
-        and norm.affine
+        and (_instance_norm_layer(norm) or _batch_norm_training(norm))
         and _is_plain_gelu(fn.act)
         and _conv_kind(fn.fc1) == "pointwise"
         and _conv_kind(fn.fc2) == "pointwise"
@@ -703,8 +740,37 @@ def prenorm_ffn_fusable(sub: nn.Module, x: torch.Tensor) -> bool:
     return all(isinstance(m, (nn.Conv2d, nn.Conv3d)) and _conv_kind(m) == "depthwise" for m in convs)
 
 
+def _instance_norm_layer(norm: nn.Module) -> bool:
+    return isinstance(norm, nn.GroupNorm) and norm.num_groups == norm.num_channels and norm.affine
+
+
+def _batch_norm_training(norm: nn.Module) -> bool:
+    """A BatchNorm that normalises by the batch's statistics (training mode, or no running statistics)."""
+    return (isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.affine
+            and (norm.training or not norm.track_running_stats))
+
+
+def _batch_norm_state(norm: nn.modules.batchnorm._BatchNorm) -> tuple:
+    """(running mean, running variance, update factor) of a BatchNorm about to normalise one training batch,
+    ``num_batches_tracked`` advanced as ``nn.BatchNorm`` does; (None, None, 0) without running statistics."""
+    if not (norm.training and norm.track_running_stats and norm.running_mean is not None):
+        return None, None, 0.0
+    norm.num_batches_tracked.add_(1)
+    factor = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+    return norm.running_mean, norm.running_var, factor
+
+
+def _drop_path_scale(drop: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """Drop path's per-sample factor (B,), drawn as :class:`~.layers.DropPath` draws it; None when inactive."""
+    p = getattr(drop, "p", 0.0)
+    if p == 0.0 or not drop.training:
+        return None
+    keep = 1.0 - p
+    return x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep).div_(keep).view(-1)
+
+
 def prenorm_ffn_forward(sub: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Fused training forward of ``x + gamma * fn(norm(x))`` for an LA-FFN or SDW-FFN ``fn``."""
+    """Fused training forward of ``x + DropPath(gamma * fn(norm(x)))`` for an LA-FFN or SDW-FFN ``fn``."""
     fn, norm = sub.fn, sub.norm  # type: ignore[attr-defined]
     scale = sub.scale  # type: ignore[attr-defined]
     gamma = scale.gamma if isinstance(scale, nn.Module) and hasattr(scale, "gamma") else None
@@ -720,8 +786,12 @@ def prenorm_ffn_forward(sub: nn.Module, x: torch.Tensor) -> torch.Tensor:
             continue
         w, pad = _crop_depthwise(x.shape[2:], conv.weight, conv.padding, conv.dilation)
         args += [w, conv.bias, pad, tuple(conv.dilation)]
+    norm_state = _batch_norm_state(norm) if isinstance(norm, nn.modules.batchnorm._BatchNorm) else None
+    # the drop-path draw comes last, after everything the unfused sub-layer computes first (same random stream)
+    path_scale = _drop_path_scale(sub.drop_path, x)  # type: ignore[attr-defined]
     return _PreNormFFNCPU.apply(
-        x, kind, norm.weight, norm.bias, norm.eps, fn.fc1.weight, fn.fc1.bias, fn.fc2.weight, fn.fc2.bias, gamma, *args
+        x, kind, norm.weight, norm.bias, norm.eps, fn.fc1.weight, fn.fc1.bias, fn.fc2.weight, fn.fc2.bias, gamma, *args,
+        norm_state, path_scale,
     )
 
 
