@@ -25,7 +25,8 @@ the plain modules, and every custom backward with ``gradcheck``):
 * **Instance norm on channels-last tensors** (:func:`instance_norm`): ``native_group_norm``'s channels-last forward
   and a closed-form backward (PyTorch's channels-last GroupNorm backward is about 2x its contiguous one).
 * **Fused autograd nodes** for the training forward of whole sub-blocks: the Roy et al. block
-  (:class:`_RoyBlockCPU`), the seed block's LA-FFN / SDW-FFN residual sub-layers (:class:`_PreNormFFNCPU`), conv ->
+  (:class:`_RoyBlockCPU`), the seed block's LA-FFN / SDW-FFN residual sub-layers (:class:`_PreNormFFNCPU`; instance
+  norm, or BatchNorm on batch statistics, with drop path), conv ->
   norm (-> GELU) (stem, downsampling: :class:`_ConvNormCPU`) and the decoder's skip fusion (:class:`_SkipFuseCPU`).
   Each saves only its input and its expensive intermediate maps (GEMM and depthwise outputs) and recomputes the
   cheap ones (norm output, GELU output, products) in backward: the network keeps about half the bytes for
@@ -33,7 +34,7 @@ the plain modules, and every custom backward with ``gradcheck``):
 
 Everything falls back to the plain op when fast ops are off (``NNUNETV2_MEDNEXT_FAST_OPS=0`` or
 :func:`reference_ops`), while ``torch.compile`` traces (the compiler fuses on its own), and for layouts or
-configurations it does not cover (e.g. batch norm, drop path in training). The CPU is the measured target: on other
+configurations it does not cover (e.g. layer norm, BatchNorm in eval mode inside a fused node). The CPU is the measured target: on other
 devices only the exact tap cropping applies unless ``NNUNETV2_MEDNEXT_CHANNELS_LAST=1`` asks for channels-last
 activations (``0`` turns them off on CPU).
 """
