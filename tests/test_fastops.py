@@ -296,6 +296,8 @@ def test_fused_ffn_sublayers_with_batch_norm_and_drop_path() -> None:
     assert int(fast_buffers["layers.0.norm.num_batches_tracked"]) == int(buffers["layers.0.norm.num_batches_tracked"]) + 1
     block.eval()  # running statistics: the plain layers (the fused node needs batch statistics)
     assert not fastops.prenorm_ffn_fusable(block.layers[0], x)
+    synced = nn.SyncBatchNorm.convert_sync_batchnorm(block).train()  # statistics across processes: plain layers
+    assert not fastops.prenorm_ffn_fusable(synced.layers[0], x)
 
 
 def test_fused_stem_down_and_skip_fusion_gradcheck() -> None:

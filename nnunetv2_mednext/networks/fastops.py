@@ -746,9 +746,10 @@ def _instance_norm_layer(norm: nn.Module) -> bool:
 
 
 def _batch_norm_training(norm: nn.Module) -> bool:
-    """A BatchNorm that normalises by the batch's statistics (training mode, or no running statistics)."""
-    return (isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.affine
-            and (norm.training or not norm.track_running_stats))
+    """A BatchNorm that normalises by this process's batch statistics (training mode, or no running statistics;
+    not ``SyncBatchNorm``, whose statistics span processes)."""
+    return (isinstance(norm, nn.modules.batchnorm._BatchNorm) and not isinstance(norm, nn.SyncBatchNorm)
+            and norm.affine and (norm.training or not norm.track_running_stats))
 
 
 def _batch_norm_state(norm: nn.modules.batchnorm._BatchNorm) -> tuple:
