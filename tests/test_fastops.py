@@ -417,6 +417,21 @@ def test_classifier_fast_equals_reference_and_runs_the_fast_layers(dtype: torch.
     assert_same_network(run(net, x, True), fast, out_tol=tol[0], grad_tol=tol[1])
 
 
+def test_one_channel_input_stays_channels_last_after_a_dense_conv() -> None:
+    """A (B, 1, H, W) input is channels-last and channels-first at once; oneDNN answers channels-first, which left
+    every later layer off the fast paths (the classifier's stem in training, every network's stem in inference)."""
+    net = create_model("mednext_t", num_classes=3, deep_supervision=False, topology={
+        "n_stages": 3, "kernel_sizes": [[3, 3]] * 3, "strides": [[1, 1]] + [[2, 2]] * 2, "conv_op": "torch.nn.Conv2d"})
+    seen = []
+    net.encoder.stem[0].register_forward_hook(lambda m, i, o: seen.append(fastops.is_channels_last(o) and o.shape[1] > 1))
+    with torch.no_grad():
+        net.eval()(fastops.prepare_input(torch.randn(2, 1, 32, 32)))
+    assert seen == [True]
+    with reference_ops(), torch.no_grad():  # the plain layers are left as they are
+        out = nn.Conv2d.forward(net.encoder.stem[0], torch.randn(2, 1, 8, 8))
+    assert out.is_contiguous()
+
+
 def test_classifier_default_runs_its_ffn_sublayers_fused() -> None:
     """``mednext_cls_t``'s defaults (BatchNorm, drop path 0.1) take the fused FFN node in training, and give the
     plain layers' outputs and gradients under the same random stream."""

@@ -80,9 +80,7 @@ class MedNeXtClassifier(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled, normalised features ``(B, dims[-1])``."""
-        # again after the stem: a one-channel input is channels-last and contiguous at once, and the convolution
-        # then returns the channels-first layout, which would keep every block off the fast paths
-        x = prepare_input(self.stem(prepare_input(x)))
+        x = self.stem(prepare_input(x))
         for stage in self.stages:
             x = stage(x)
         return self.norm(x.mean((2, 3)))

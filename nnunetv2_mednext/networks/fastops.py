@@ -762,15 +762,6 @@ def _batch_norm_state(norm: nn.modules.batchnorm._BatchNorm) -> tuple:
     return norm.running_mean, norm.running_var, factor
 
 
-def _drop_path_scale(drop: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    """Drop path's per-sample factor (B,), drawn as :class:`~.layers.DropPath` draws it; None when inactive."""
-    p = getattr(drop, "p", 0.0)
-    if p == 0.0 or not drop.training:
-        return None
-    keep = 1.0 - p
-    return x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep).div_(keep).view(-1)
-
-
 def prenorm_ffn_forward(sub: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Fused training forward of ``x + DropPath(gamma * fn(norm(x)))`` for an LA-FFN or SDW-FFN ``fn``."""
     fn, norm = sub.fn, sub.norm  # type: ignore[attr-defined]
@@ -790,7 +781,8 @@ def prenorm_ffn_forward(sub: nn.Module, x: torch.Tensor) -> torch.Tensor:
         args += [w, conv.bias, pad, tuple(conv.dilation)]
     norm_state = _batch_norm_state(norm) if isinstance(norm, nn.modules.batchnorm._BatchNorm) else None
     # the drop-path draw comes last, after everything the unfused sub-layer computes first (same random stream)
-    path_scale = _drop_path_scale(sub.drop_path, x)  # type: ignore[attr-defined]
+    factor = sub.drop_path.factor(x)  # type: ignore[attr-defined]
+    path_scale = None if factor is None else factor.view(-1)
     return _PreNormFFNCPU.apply(
         x, kind, norm.weight, norm.bias, norm.eps, fn.fc1.weight, fn.fc1.bias, fn.fc2.weight, fn.fc2.bias, gamma, *args,
         norm_state, path_scale,
@@ -994,7 +986,12 @@ class _FastConvMixin:
             return depthwise_conv(x, self.weight, self.bias, self.padding, self.dilation)  # type: ignore[attr-defined]
         if strided_depthwise_fusable(self, x):  # type: ignore[arg-type]
             return strided_depthwise_forward(self, x)  # type: ignore[arg-type]
-        return super().forward(x)  # type: ignore[misc]
+        y = super().forward(x)  # type: ignore[misc]
+        # a one-channel input is channels-last and channels-first at once, and oneDNN then answers channels-first:
+        # keep the activations channels-last, or every layer after this one leaves the fast paths
+        if channels_last_wanted(x.device) and is_channels_last(x) and not is_channels_last(y):
+            return y.contiguous(memory_format=_cl_format(x.ndim))
+        return y
 
 
 class FastConv2d(_FastConvMixin, nn.Conv2d):

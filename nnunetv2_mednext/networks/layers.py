@@ -122,12 +122,16 @@ class DropPath(nn.Module):
             raise ValueError(f"drop path rate must be in [0, 1), got {p}")
         self.p = p
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def factor(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Per-sample factor ``(B, 1, ...)`` of the branch ``x``: 0 (dropped) or ``1 / keep``; None when inactive."""
         if self.p == 0.0 or not self.training:
-            return x
+            return None
         keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
+        return x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep).div_(keep)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        factor = self.factor(x)
+        return x if factor is None else x * factor
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
