@@ -194,11 +194,9 @@ def learning_rows(histories: dict[str, dict[str, list[dict]]], fits: dict[str, d
 
 def plot_curves(histories: dict[str, dict[str, list[dict]]], path: Path, title: str) -> None:
     """Validation accuracy against training seconds: one thin line per fold, the mean over folds in bold."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from nnunetv2_mednext.classification.plots import new_figure
 
-    fig = Figure(figsize=(6.4, 3.8), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure(6.4, 3.8)
     ax = fig.add_subplot(1, 1, 1)
     for i, (model, folds) in enumerate(histories.items()):
         color = f"C{i}"

@@ -6,7 +6,8 @@ import os
 from collections.abc import Sequence
 
 
-def _figure(w: float, h: float):
+def new_figure(w: float, h: float):
+    """A matplotlib figure on its own Agg canvas (no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -21,7 +22,7 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str]
 
     cm = np.asarray(matrix)
     k = len(labels)
-    fig = _figure(1.6 + 0.9 * k, 1.2 + 0.8 * k)
+    fig = new_figure(1.6 + 0.9 * k, 1.2 + 0.8 * k)
     ax = fig.add_subplot(1, 1, 1)
     rows = cm.sum(1, keepdims=True)
     frac = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
@@ -44,7 +45,7 @@ def plot_training_curve(history: Sequence[dict], path: str | os.PathLike, title:
     """Loss (train, val) and validation accuracy / balanced accuracy per epoch, learning rate on a twin axis."""
     from matplotlib.ticker import MaxNLocator
 
-    fig = _figure(9, 3.4)
+    fig = new_figure(9, 3.4)
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     ep = [h["epoch"] for h in history]
     ax1.plot(ep, [h["train_loss"] for h in history], label="train loss")
