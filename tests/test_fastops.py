@@ -423,13 +423,15 @@ def test_one_channel_input_stays_channels_last_after_a_dense_conv() -> None:
     net = create_model("mednext_t", num_classes=3, deep_supervision=False, topology={
         "n_stages": 3, "kernel_sizes": [[3, 3]] * 3, "strides": [[1, 1]] + [[2, 2]] * 2, "conv_op": "torch.nn.Conv2d"})
     seen = []
-    net.encoder.stem[0].register_forward_hook(lambda m, i, o: seen.append(fastops.is_channels_last(o) and o.shape[1] > 1))
+    for m in (net.encoder.stem[0], net.encoder.stem):  # the conv itself, and so the whole stem (conv + norm)
+        m.register_forward_hook(lambda m, i, o: seen.append(fastops.is_channels_last(o) and o.shape[1] > 1))
     with torch.no_grad():
         net.eval()(fastops.prepare_input(torch.randn(2, 1, 32, 32)))
-    assert seen == [True]
-    with reference_ops(), torch.no_grad():  # the plain layers are left as they are
-        out = nn.Conv2d.forward(net.encoder.stem[0], torch.randn(2, 1, 8, 8))
-    assert out.is_contiguous()
+    assert seen == [True, True]
+    seen.clear()
+    with reference_ops(), torch.no_grad():  # the reference path leaves the layout to PyTorch
+        out = net.encoder.stem[0](torch.randn(2, 1, 8, 8).contiguous(memory_format=torch.channels_last))
+    assert out.is_contiguous() and not fastops.is_channels_last(out)
 
 
 def test_classifier_default_runs_its_ffn_sublayers_fused() -> None:

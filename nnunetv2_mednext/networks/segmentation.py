@@ -147,13 +147,8 @@ class MedNeXtEncoder(nn.Module):
         self.use_checkpoint = net.checkpointing
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        # a 1-channel input cannot carry the channels-last layout: the stem's output gets it before its norm
-        if conv_norm_fusable(self.stem, x):
-            x = conv_norm_forward(self.stem, x)
-        elif isinstance(self.stem, nn.Sequential):
-            x = self.stem[1](prepare_input(self.stem[0](x)))
-        else:
-            x = prepare_input(self.stem(x))
+        # a 1-channel input's stem output comes back channels-last from the fast conv itself (``_FastConvMixin``)
+        x = conv_norm_forward(self.stem, x) if conv_norm_fusable(self.stem, x) else self.stem(x)
         skips = []
         for down, stage in zip(self.down, self.stages):
             if not self.use_checkpoint and conv_norm_fusable(down, x):
