@@ -69,7 +69,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nnunetv2_mednext.networks import get_seg_variant
 from nnunetv2_mednext.networks.fastops import reference_ops
-from nnunetv2_mednext.plan_networks import PLAIN_CLASS, plain_unet_arch_kwargs, synthetic_topology
+from nnunetv2_mednext.networks.recompute import recompute_suspended
+from nnunetv2_mednext.plan_networks import PLAIN_CLASS, cuda_norm_policy, plain_unet_arch_kwargs, synthetic_topology
 from nnunetv2_mednext.plan_networks import saved_tensor_bytes as shared_saved_tensor_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +79,8 @@ MEDNEXT_CLASS = "nnunetv2_mednext.networks.segmentation.MedNeXtUNet"
 OURS = ("mednext_t", "mednextv1_s_k3")
 BASELINE = "nnU-Net PlainConvUNet"
 REFERENCE_SUFFIX = " (reference ops)"
+NO_RECOMPUTE_SUFFIX = " (no recompute)"
+SECTIONS = ("fp32", "autocast")
 # issue 14's targets, ours / nnU-Net on the same plan: (network, quantity) -> ratio at most
 TARGETS = {
     ("mednext_t", "train"): 1.0,
@@ -86,6 +89,8 @@ TARGETS = {
     ("mednext_t", "rss"): 1.5,
     ("mednextv1_s_k3", "train"): 1.5,
 }
+# issue 22's targets on the GPU path (autocast), ours / nnU-Net's on the same plan, activation memory
+AUTOCAST_TARGETS = {("mednext_t", "saved"): 1.0, ("mednextv1_s_k3", "saved"): 1.5}
 QUANTITY_LABEL = {"train": "train step", "infer": "inference", "saved": "activation memory", "rss": "step memory"}
 
 PLANS = {
@@ -134,27 +139,51 @@ def set_deep_supervision(net: nn.Module, enabled: bool) -> None:
 
 @dataclass(frozen=True)
 class Spec:
-    """A benchmarked row: a registered variant (or the baseline), arch overrides, plain or fast ops."""
+    """A benchmarked row: a registered variant (or the baseline), arch overrides, plain or fast ops, selective
+    recompute on or off, and ``amp`` (autocast: bf16 on a CPU, fp16 with a GradScaler on CUDA)."""
 
     label: str
     variant: str
     overrides: tuple[tuple[str, object], ...] = ()
     reference_ops: bool = False
+    recompute: bool = True
+    amp: bool = False
 
     def build(self, plan: str, in_ch: int, classes: int) -> nn.Module:
         return build(self.variant, plan, in_ch, classes, **dict(self.overrides))
 
-    def context(self) -> contextlib.AbstractContextManager:
-        return reference_ops() if self.reference_ops else contextlib.nullcontext()
+    @contextlib.contextmanager
+    def context(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            if self.reference_ops:
+                stack.enter_context(reference_ops())
+            if not self.recompute:
+                stack.enter_context(recompute_suspended())
+            yield
+
+    def payload(self) -> list:
+        return [self.label, self.variant, list(self.overrides), self.reference_ops, self.recompute, self.amp]
 
 
 def default_specs(networks: list[str], reference: bool) -> list[Spec]:
+    """The fp32 section: fast ops (the CPU route), and the default network with the plain ops (what CUDA runs
+    without AMP) with and without selective recompute."""
     specs = []
     for name in networks:
         specs.append(Spec(name, name))
         if reference and name == OURS[0]:
             specs.append(Spec(name + REFERENCE_SUFFIX, name, reference_ops=True))
+            specs.append(Spec(f"{name} (reference ops, no recompute)", name, reference_ops=True, recompute=False))
     return [*specs, Spec(BASELINE, BASELINE)]
+
+
+def autocast_specs(networks: list[str]) -> list[Spec]:
+    """The GPU-path section: every network under autocast (the fused CPU nodes step aside there), ours with and
+    without selective recompute."""
+    specs = []
+    for name in networks:
+        specs += [Spec(name, name, amp=True), Spec(name + NO_RECOMPUTE_SUFFIX, name, recompute=False, amp=True)]
+    return [*specs, Spec(BASELINE, BASELINE, amp=True)]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -210,10 +239,12 @@ class Runner:
         # fused AdamW, as the MedNeXt trainers use it (one kernel per tensor instead of a Python loop of ~10 ops)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=1e-3, weight_decay=3e-5, eps=1e-4,
                                      fused=self.device.type in ("cpu", "cuda"))
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp and self.device.type == "cuda" else None
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp)
+        """nnU-Net's CUDA AMP (fp16 + GradScaler); on a CPU bf16, the autocast a CPU runs."""
+        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.amp)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -250,13 +281,14 @@ class Runner:
         return time.perf_counter() - t0
 
 
-def saved_tensor_bytes(runner: Runner) -> int:
-    """Bytes of the distinct storages autograd saves for backward in one training forward (weights excluded)."""
+def saved_tensor_bytes(runner: Runner, cuda_norms: bool = False) -> int:
+    """Bytes of the distinct storages autograd saves for backward in one training forward (weights excluded);
+    ``cuda_norms``: under autocast on a CPU, group/layer norms in float32 as on CUDA (``cuda_norm_policy``)."""
     runner.net.train()
     set_deep_supervision(runner.net, True)
 
     def forward() -> torch.Tensor:
-        with runner.ctx(), runner._autocast():
+        with runner.ctx(), runner._autocast(), cuda_norm_policy() if cuda_norms else contextlib.nullcontext():
             return ds_loss(runner.net(runner.x), runner.targets)
 
     return shared_saved_tensor_bytes(forward, list(runner.net.parameters()))
@@ -318,7 +350,8 @@ def make_runner(spec: Spec, plan: str, args: argparse.Namespace, device: torch.d
         net, xd = net.to(memory_format=fmt), xd.contiguous(memory_format=fmt)
     n_out = PLANS[plan]["n_stages"] - 1
     targets = [t.to(device) for t in ds_targets(y, n_out)]
-    return Runner(spec.label, net, xd, targets, device, args.amp and device.type == "cuda", spec.context)
+    amp = spec.amp or (args.amp and device.type == "cuda")
+    return Runner(spec.label, net, xd, targets, device, amp, spec.context)
 
 
 def step_memory(spec: Spec, plan: str, args: argparse.Namespace, device: torch.device) -> int:
@@ -354,7 +387,7 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
 
 def step_memory_isolated(spec: Spec, plan: str, args: argparse.Namespace) -> int:
     """:func:`step_memory` in a fresh interpreter (peak RSS is per process)."""
-    payload = json.dumps({"spec": [spec.label, spec.variant, list(spec.overrides), spec.reference_ops], "plan": plan})
+    payload = json.dumps({"spec": spec.payload(), "plan": plan})
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_memory-worker", payload, *_worker_argv(args)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_thread_env(args.threads))
     if proc.returncode != 0:
@@ -380,6 +413,8 @@ class Result:
     rss: int | None
     train_ratio: list[float] = field(default_factory=list)
     infer_ratio: list[float] = field(default_factory=list)
+    section: str = "fp32"
+    saved_cuda_norms: int | None = None  # autocast section on a CPU: group/layer norms in float32, as on CUDA
 
 
 def quartiles(v: list[float]) -> tuple[float, float, float]:
@@ -392,7 +427,8 @@ def rotated(items: list, shift: int) -> list:
     return items[shift:] + items[:shift]
 
 
-def run_plan(plan: str, specs: list[Spec], args: argparse.Namespace, device: torch.device) -> list[Result]:
+def run_plan(plan: str, specs: list[Spec], args: argparse.Namespace, device: torch.device,
+             section: str = "fp32") -> list[Result]:
     """Paired, interleaved timings of every spec on one plan, plus both memory measures."""
     runners = [make_runner(s, plan, args, device) for s in specs]
     shape = (args.batch, args.in_channels, *PLANS[plan]["patch"])
@@ -401,9 +437,11 @@ def run_plan(plan: str, specs: list[Spec], args: argparse.Namespace, device: tor
         for r in runners:
             r.train_step()
             r.infer()
-    saved = {}
+    saved, saved_cuda = {}, {}
     for r in runners:
         saved[r.name] = saved_tensor_bytes(r)
+        if r.amp and device.type == "cpu":
+            saved_cuda[r.name] = saved_tensor_bytes(r, cuda_norms=True)
         gc.collect()
     repeats = args.repeats if plan == "2d" else args.repeats_3d
     for i in range(repeats):
@@ -411,15 +449,16 @@ def run_plan(plan: str, specs: list[Spec], args: argparse.Namespace, device: tor
             r.train_times.append(r.timed(r.train_step))
         for r in rotated(runners, i):
             r.infer_times.append(r.timed(r.infer))
-        print(f"  {plan} repeat {i + 1}/{repeats}: "
+        print(f"  {plan} {section} repeat {i + 1}/{repeats}: "
               + ", ".join(f"{r.name} {r.train_times[-1]:.2f}s" for r in runners), flush=True)
-    results = [Result(plan, r.name, *info[r.name], r.train_times, r.infer_times, saved[r.name], None) for r in runners]
+    results = [Result(plan, r.name, *info[r.name], r.train_times, r.infer_times, saved[r.name], None, section=section,
+                      saved_cuda_norms=saved_cuda.get(r.name)) for r in runners]
     del runners
     release_memory()
     if args.memory == "both":
         for spec, res in zip(specs, results):
             res.rss = step_memory_isolated(spec, plan, args)
-            print(f"  {plan} step memory {res.name}: {res.rss / 2**20:.0f} MiB", flush=True)
+            print(f"  {plan} {section} step memory {res.name}: {res.rss / 2**20:.0f} MiB", flush=True)
     base = next(r for r in results if r.name == BASELINE)
     for res in results:
         res.train_ratio = [a / b for a, b in zip(res.train, base.train)]
@@ -654,15 +693,16 @@ def _fmt_time(values: list[float]) -> str:
     return f"{med:.3f} [{lo:.3f}-{hi:.3f}]"
 
 
-def verdicts(results: list[Result]) -> list[tuple[str, str, float, float, bool]]:
+def verdicts(results: list[Result], section: str = "fp32") -> list[tuple[str, str, float, float, bool]]:
     """(network, quantity, plan, measured median ratio, target, met) for every target that was measured."""
     out = []
+    targets = TARGETS if section == "fp32" else AUTOCAST_TARGETS
     for plan in PLANS:
-        rows = {r.name: r for r in results if r.plan == plan}
+        rows = {r.name: r for r in results if r.plan == plan and r.section == section}
         base = rows.get(BASELINE)
         if base is None:
             continue
-        for (name, quantity), target in TARGETS.items():
+        for (name, quantity), target in targets.items():
             r = rows.get(name)
             if r is None:
                 continue
@@ -717,7 +757,7 @@ def render(results: list[Result], profiles: list[dict], trainer: dict | None, ar
         "",
     ]
     for plan in PLANS:
-        rows = [r for r in results if r.plan == plan]
+        rows = [r for r in results if r.plan == plan and r.section == "fp32"]
         if not rows:
             continue
         p = PLANS[plan]
@@ -750,6 +790,7 @@ def render(results: list[Result], profiles: list[dict], trainer: dict | None, ar
             out.append(f"| `{name}` | {quantity} | <= {target} | {value:.2f} | {verdict} |")
         out.append("")
 
+    out += render_autocast(results, args, device)
     out += NOTES
     for prof in profiles:
         out += [
@@ -773,6 +814,95 @@ def render(results: list[Result], profiles: list[dict], trainer: dict | None, ar
     if trainer:
         out += render_trainer(trainer)
     return "\n".join(out)
+
+
+def recompute_cost(results: list[Result], plan: str, name: str) -> list[float]:
+    """Per-repetition step time of ``name`` over the same network without selective recompute (autocast rows)."""
+    rows = {r.name: r for r in results if r.plan == plan and r.section == "autocast"}
+    on, off = rows.get(name), rows.get(name + NO_RECOMPUTE_SUFFIX)
+    return [] if on is None or off is None else [a / b for a, b in zip(on.train, off.train)]
+
+
+def render_autocast(results: list[Result], args: argparse.Namespace, device: torch.device) -> list[str]:
+    """The "GPU path, measured on CPU" section: every network under autocast, ours with and without recompute."""
+    rows_all = [r for r in results if r.section == "autocast"]
+    if not rows_all:
+        return []
+    cpu = device.type == "cpu"
+    dtype = "bf16" if cpu else "fp16 + GradScaler"
+    out = [
+        "## GPU path, measured on " + ("CPU" if cpu else "this GPU"),
+        "",
+        f"nnU-Net's trainers run the forward under autocast on a GPU; there the fused CPU nodes of "
+        f"`networks/fastops.py` step aside and the plain PyTorch ops run, with selective recompute "
+        f"(`networks/recompute.py`: each residual branch keeps only its input and recomputes its body in backward; "
+        f"`NNUNETV2_MEDNEXT_RECOMPUTE=0` turns it off, the `{NO_RECOMPUTE_SUFFIX.strip(' ()')}` rows). Same plans, "
+        f"batch and loss as above, every row under {dtype} autocast, the U-Net too.",
+        "",
+        "* **Activation memory**: bytes autograd saves for backward in one training forward (the accounting above).",
+    ]
+    if cpu:
+        out += [
+            "* **CUDA norms**: the same, with `group_norm`/`layer_norm` run in float32 as CUDA autocast runs them "
+            "(CPU autocast keeps them in bf16; `plan_networks.cuda_norm_policy`): the figure a GPU keeps. The "
+            "U-Net's instance norms are not in CUDA's float32 list, so its two figures agree.",
+            "* **Train step**: CPU time under bf16 autocast (bf16 GEMMs are emulated on CPUs without AVX-512 BF16: "
+            "the absolute times say little about a GPU; the recompute's cost does).",
+        ]
+    out.append("")
+    for plan in PLANS:
+        rows = [r for r in rows_all if r.plan == plan]
+        if not rows:
+            continue
+        base = next(r for r in rows if r.name == BASELINE)
+        p = PLANS[plan]
+        cuda_head = " CUDA norms (MiB) | ratio |" if cpu else ""
+        out += [
+            f"### {plan.upper()}: patch {'x'.join(map(str, p['patch']))}, {p['n_stages']} stages, {dtype} autocast",
+            "",
+            "| Network | Train step (s) | Train ratio | Activation memory (MiB) | ratio |" + cuda_head
+            + " Step memory (MiB) | ratio |",
+            "|---|---:|---:|---:|---:|" + ("---:|---:|" if cpu else "") + "---:|---:|",
+        ]
+        for r in rows:
+            is_base = r is base
+            cuda = ""
+            if cpu:
+                c, cb = r.saved_cuda_norms, base.saved_cuda_norms
+                cuda = f" {_mib(c)} | {'1' if is_base else (f'{c / cb:.2f}' if c and cb else '—')} |"
+            rss_ratio = "—" if r.rss is None or not base.rss else ("1" if is_base else f"{r.rss / base.rss:.2f}")
+            out.append(
+                f"| `{r.name}` | {_fmt_time(r.train)} | {'1' if is_base else _fmt_ratio(r.train_ratio)} | "
+                f"{_mib(r.saved)} | {'1' if is_base else f'{r.saved / base.saved:.2f}'} |{cuda} {_mib(r.rss)} | "
+                f"{rss_ratio} |"
+            )
+        out.append("")
+        costs = [(n, recompute_cost(results, plan, n)) for n in OURS]
+        costs = [(n, c) for n, c in costs if c]
+        if costs:
+            out += ["Step-time cost of selective recompute (with / without, paired per repetition): "
+                    + "; ".join(f"`{n}` {_fmt_ratio(c)}" for n, c in costs) + ".", ""]
+    checks = verdicts(results, "autocast")
+    if checks:
+        out += ["### Targets (issue 22): activation memory on the autocast path", "",
+                "| Network | Quantity | Target (ours / nnU-Net) | Measured | Verdict |", "|---|---|---:|---:|---|"]
+        for name, quantity, value, target, met in checks:
+            verdict = "met" if met else f"missed by {value / target - 1:.0%}"
+            out.append(f"| `{name}` | {quantity} | <= {target} | {value:.2f} | {verdict} |")
+        if cpu:
+            cuda_rows = []
+            for plan in PLANS:
+                rows = {r.name: r for r in rows_all if r.plan == plan}
+                base = rows.get(BASELINE)
+                for (name, _), target in AUTOCAST_TARGETS.items():
+                    r = rows.get(name)
+                    if r and base and r.saved_cuda_norms and base.saved_cuda_norms:
+                        v = r.saved_cuda_norms / base.saved_cuda_norms
+                        cuda_rows.append(f"| `{name}` | activation memory, CUDA norms ({plan.upper()}) | <= {target} | "
+                                         f"{v:.2f} | {'met' if v <= target else f'missed by {v / target - 1:.0%}'} |")
+            out += cuda_rows
+        out.append("")
+    return out
 
 
 def render_trainer(tr: dict) -> list[str]:
@@ -820,6 +950,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--plans", nargs="+", default=list(PLANS), choices=list(PLANS))
     parser.add_argument("--networks", nargs="+", default=list(OURS), help="registered variants compared with nnU-Net")
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS,
+                        help="fp32: fast ops (the CPU route) and plain ops; autocast: the GPU path (bf16 on a CPU)")
     parser.add_argument("--no-reference", dest="reference", action="store_false",
                         help=f"skip the `{OURS[0]}{REFERENCE_SUFFIX}` row")
     parser.add_argument("--repeats", type=int, default=11, help="paired repetitions, 2D (at least 9 for the docs)")
@@ -868,8 +1000,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     if args.memory_worker:
         payload = json.loads(args.memory_worker)
-        label, variant, overrides, ref = payload["spec"]
-        spec = Spec(label, variant, tuple(tuple(o) for o in overrides), ref)
+        label, variant, overrides, ref, recompute, amp = payload["spec"]
+        spec = Spec(label, variant, tuple(tuple(o) for o in overrides), ref, recompute, amp)
         print(json.dumps({"bytes": step_memory(spec, payload["plan"], args, torch.device(args.device))}))
         return {}
     if args.trainer_worker:
@@ -890,10 +1022,16 @@ def main(argv: list[str] | None = None) -> dict:
     results: list[Result] = []
     loads: dict[str, tuple[float, float]] = {}
     for plan in args.plans:
-        print(f"== {plan} ==", flush=True)
-        before = os.getloadavg()[0]
-        results += run_plan(plan, specs, args, device)
-        loads[plan.upper()] = (before, os.getloadavg()[0])
+        if "fp32" in args.sections:
+            print(f"== {plan} ==", flush=True)
+            before = os.getloadavg()[0]
+            results += run_plan(plan, specs, args, device)
+            loads[plan.upper()] = (before, os.getloadavg()[0])
+        if "autocast" in args.sections:
+            print(f"== {plan} autocast ==", flush=True)
+            before = os.getloadavg()[0]
+            results += run_plan(plan, autocast_specs(args.networks), args, device, section="autocast")
+            loads[f"{plan.upper()} autocast"] = (before, os.getloadavg()[0])
     profiles = []
     for item in args.profile:
         name, _, plan = item.partition(":")

@@ -49,7 +49,8 @@ from torch import nn
 
 from nnunetv2_mednext import gpu
 from nnunetv2_mednext.errors import MedNeXtUserError
-from nnunetv2_mednext.plan_networks import count_params, saved_tensor_bytes, synthetic_plans
+from nnunetv2_mednext.networks.fastops import reference_ops
+from nnunetv2_mednext.plan_networks import count_params, peak_allocated_bytes, saved_tensor_bytes, synthetic_plans
 
 NETS: dict[str, str] = {  # network label -> trainer that builds it (and whose optimiser recipe is used)
     "mednext_t": "nnUNetTrainerMedNeXt",
@@ -315,6 +316,9 @@ def bench_case(case: Case, device: torch.device, warmup: int, repeats: int, cpu_
                 return case.loss(case.net(case.x), case.targets)
 
         row["activation_bytes"] = int(saved_tensor_bytes(forward, list(case.net.parameters())))
+        with reference_ops():  # the GPU execution path (no fused CPU nodes), as the planner models it
+            row["peak_bytes"] = int(peak_allocated_bytes(lambda: forward().backward()))
+        case.optimizer.zero_grad(set_to_none=True)
     loss_values = torch.stack(losses).cpu()
     row["losses_finite"] = bool(torch.isfinite(loss_values).all())
     row["last_loss"] = round(float(loss_values[-1]), 4)
@@ -385,7 +389,8 @@ def planner_estimate(net_name: str, proxy: int, batch: int, dims: int, device_ty
     """Memory the planners predict for a training step (bytes) and the model's name.
 
     MedNeXt nets: ``proxy x batch x BYTES_PER_PROXY_UNIT`` (GPU, fp16 AMP) or ``x BYTES_PER_PROXY_UNIT_FP32`` (CPU,
-    compared with the bytes autograd saves). ``PlainConvUNet``: nnU-Net's reference values (GPU only).
+    compared with the peak bytes allocated by a step on the GPU path). ``PlainConvUNet``: nnU-Net's reference
+    values (GPU only).
     """
     from nnunetv2_mednext.planners import mednext_planner as mp
 
@@ -408,12 +413,12 @@ def planner_rows(matrix: list[dict], device_type: str) -> list[dict]:
             continue
         dims = len(r["patch"])
         estimate, model = planner_estimate(r["net"], r["proxy"], r["batch"], dims, device_type)
-        measured = r["peak_bytes"] if device_type == "cuda" else r["activation_bytes"]
+        measured = r.get("peak_bytes")
         row = {"net": r["net"], "config": r["config"], "patch": r["patch"], "batch": r["batch"], "proxy": r["proxy"],
                "checkpointing": r["checkpointing"], "model": model, "estimate_bytes": estimate,
                "measured_bytes": measured, "measured_what": "peak max_memory_allocated" if device_type == "cuda"
-               else "activation bytes saved for backward (fp32)"}
-        if estimate:
+               else "peak bytes allocated by a training step on the GPU path (fp32, plain ops)"}
+        if estimate and measured:
             row["ratio"] = round(measured / estimate, 3)
             row["within_tolerance"] = abs(row["ratio"] - 1) <= RATIO_TOLERANCE
             row["bytes_per_proxy_unit"] = round(measured / (r["proxy"] * r["batch"]), 3)
@@ -435,22 +440,22 @@ def refit_advice(rows: list[dict], device_type: str) -> list[str]:
         now = mp.BYTES_PER_PROXY_UNIT
         lines.append(f"Measured bytes per proxy unit (peak / (proxy x batch)), MedNeXt rows without checkpointing: "
                      f"{used}; median {fit:.3f}. The planner uses BYTES_PER_PROXY_UNIT = {now:.3f} "
-                     f"(= {mp.BYTES_PER_PROXY_UNIT_FP32} x AMP_FACTOR {mp.AMP_FACTOR} x OVERHEAD_FACTOR "
+                     f"(= BYTES_PER_PROXY_UNIT_AMP {mp.BYTES_PER_PROXY_UNIT_AMP} x OVERHEAD_FACTOR "
                      f"{mp.OVERHEAD_FACTOR}).")
         if abs(fit / now - 1) > RATIO_TOLERANCE:
             lines.append(f"Outside ±{RATIO_TOLERANCE:.0%}: re-fit in nnunetv2_mednext/planners/mednext_planner.py by "
-                         f"setting OVERHEAD_FACTOR = {fit / (mp.BYTES_PER_PROXY_UNIT_FP32 * mp.AMP_FACTOR):.3f} "
-                         f"(so that BYTES_PER_PROXY_UNIT = {fit:.3f}); keep BYTES_PER_PROXY_UNIT_FP32 (CPU-measured by "
-                         "benchmarks/calibrate_planner.py) and AMP_FACTOR, re-run this check and the planner tests.")
+                         f"setting OVERHEAD_FACTOR = {fit / mp.BYTES_PER_PROXY_UNIT_AMP:.3f} "
+                         f"(so that BYTES_PER_PROXY_UNIT = {fit:.3f}); keep BYTES_PER_PROXY_UNIT_AMP (CPU-measured by "
+                         "benchmarks/calibrate_planner.py), re-run this check and the planner tests.")
         else:
             lines.append(f"Within ±{RATIO_TOLERANCE:.0%}: the constants stand.")
         lines.append("Rows with gradient checkpointing are not in the fit: the planner's proxy does not model "
                      "checkpointing, so it over-estimates those networks (their ratio shows by how much).")
     else:
         now = mp.BYTES_PER_PROXY_UNIT_FP32
-        lines.append(f"CPU (fp32): bytes autograd saves per proxy unit, MedNeXt rows without checkpointing: {used}; "
-                     f"median {fit:.3f} against BYTES_PER_PROXY_UNIT_FP32 = {now}. This calibrates only the fp32 "
-                     "part of the model; AMP_FACTOR and OVERHEAD_FACTOR need the CUDA run of this check.")
+        lines.append(f"CPU (fp32): peak bytes a training step allocates per proxy unit, MedNeXt rows without "
+                     f"checkpointing: {used}; median {fit:.3f} against BYTES_PER_PROXY_UNIT_FP32 = {now}. This checks "
+                     "only the fp32 part of the model; OVERHEAD_FACTOR needs the CUDA run of this check.")
         if abs(fit / now - 1) > RATIO_TOLERANCE:
             lines.append(f"Outside ±{RATIO_TOLERANCE:.0%} at these (small) CPU shapes; benchmarks/calibrate_planner.py "
                          "measures at plan-sized shapes and is the reference for BYTES_PER_PROXY_UNIT_FP32.")

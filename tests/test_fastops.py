@@ -27,6 +27,7 @@ from nnunetv2_mednext.networks.fastops import (
     use_fast_layers,
     useful_taps,
 )
+from nnunetv2_mednext.networks.recompute import recompute_suspended
 from nnunetv2_mednext.networks.seed_blocks import LinearAttentionFFN, MedNeXtBlock, SmoothDWFFN
 from nnunetv2_mednext.networks.v1_blocks import MedNeXtV1Block
 
@@ -346,8 +347,17 @@ def test_default_variant_runs_fused_nodes_and_keeps_its_state_dict() -> None:
     out = net(torch.randn(1, 1, 64, 64))
     nodes = autograd_nodes(probe_loss(out))
     for node in ("_RoyBlockCPUBackward", "_PreNormFFNCPUBackward", "_ConvNormCPUBackward", "_SkipFuseCPUBackward",
-                 "_DepthwiseConvCPUBackward"):
+                 "_BranchNodeBackward"):  # the SEM sub-layers: recomputed branches
         assert node in nodes, node
+    # the recomputed SEM branches run their depthwise convs through the fast node in backward
+    calls = []
+    original = fastops._DepthwiseConvCPU.apply
+    fastops._DepthwiseConvCPU.apply = lambda *a: calls.append(1) or original(*a)  # type: ignore[method-assign]
+    try:
+        probe_loss(net(torch.randn(1, 1, 64, 64))).backward()
+    finally:
+        fastops._DepthwiseConvCPU.apply = original  # type: ignore[method-assign]
+    assert calls
     # the fast layers are the plain classes with another forward: the same state_dict, loadable both ways
     plain = {fastops.FastConv2d: nn.Conv2d, fastops.FastConv3d: nn.Conv3d, fastops.FastGroupNorm: nn.GroupNorm,
              fastops.FastConvTranspose2d: nn.ConvTranspose2d, fastops.FastMedNeXtV1Block: MedNeXtV1Block}
@@ -411,7 +421,8 @@ def test_classifier_fast_equals_reference_and_runs_the_fast_layers(dtype: torch.
     assert isinstance(net.stages[0][0].layers[0].fn.fc1, fastops.FastConv2d)  # the fast layers are switched on
     x = torch.randn(2, 1, 64, 64, dtype=dtype)
     fast = run(net, x, False)
-    nodes = autograd_nodes(probe_loss([net(x)]))
+    with recompute_suspended():  # the SEM sub-layers' own nodes (recomputed branches hide them in backward)
+        nodes = autograd_nodes(probe_loss([net(x)]))
     assert "_DepthwiseConvCPUBackward" in nodes  # the equality below is not vacuous
     tol = (1e-4, 2e-3) if dtype == torch.float32 else (1e-10, 1e-7)
     assert_same_network(run(net, x, True), fast, out_tol=tol[0], grad_tol=tol[1])

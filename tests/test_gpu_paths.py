@@ -314,7 +314,7 @@ def test_planner_rows_and_refit_on_cuda_numbers() -> None:
     proxy = 10_000_000
     rows = [
         _matrix_row("mednext_t", proxy, 2, int(proxy * 2 * mp.BYTES_PER_PROXY_UNIT * 1.1)),
-        _matrix_row("mednextv1_s_k3", proxy, 2, int(proxy * 2 * 5.0)),
+        _matrix_row("mednextv1_s_k3", proxy, 2, int(proxy * 2 * 8.0)),
         _matrix_row("mednextv1_l_k3", proxy, 2, int(proxy * 2 * 0.5), ckpt=True),
         _matrix_row("PlainConvUNet", proxy, 2, 2 * 10**9),
         _matrix_row("mednext_t", proxy, 2, 1, amp="bf16"),  # not the planner's mode: left out
@@ -322,27 +322,27 @@ def test_planner_rows_and_refit_on_cuda_numbers() -> None:
     planner = dc.planner_rows(rows, "cuda")
     assert [r["net"] for r in planner] == ["mednext_t", "mednextv1_s_k3", "mednextv1_l_k3", "PlainConvUNet"]
     assert planner[0]["ratio"] == pytest.approx(1.1, abs=1e-3) and planner[0]["within_tolerance"]
-    assert planner[1]["ratio"] == pytest.approx(5.0 / mp.BYTES_PER_PROXY_UNIT, abs=1e-3)
+    assert planner[1]["ratio"] == pytest.approx(8.0 / mp.BYTES_PER_PROXY_UNIT, abs=1e-3)
     assert not planner[1]["within_tolerance"]
     # nnU-Net's model: 560e6 proxy at batch 2 fills 8 GB
     assert planner[3]["estimate_bytes"] == pytest.approx(proxy * 2 * 8e9 / (560e6 * 2))
     advice = " ".join(dc.refit_advice(planner, "cuda"))
-    fit = (mp.BYTES_PER_PROXY_UNIT * 1.1 + 5.0) / 2  # median of the two rows without checkpointing
+    fit = (mp.BYTES_PER_PROXY_UNIT * 1.1 + 8.0) / 2  # median of the two rows without checkpointing
     assert f"median {fit:.3f}" in advice
-    assert f"OVERHEAD_FACTOR = {fit / (mp.BYTES_PER_PROXY_UNIT_FP32 * mp.AMP_FACTOR):.3f}" in advice
+    assert f"OVERHEAD_FACTOR = {fit / mp.BYTES_PER_PROXY_UNIT_AMP:.3f}" in advice
     report = dc.Report(planner=planner)
     assert any("mednextv1_l_k3" in a and "checkpointing" in a for a in report.attention())
 
 
 def test_planner_rows_on_cpu_use_the_fp32_model() -> None:
     proxy = 1_000_000
-    rows = [_matrix_row("mednext_t", proxy, 1, 0, amp="fp32", activation_bytes=int(proxy * 3.8)),
-            _matrix_row("PlainConvUNet", proxy, 1, 0, amp="fp32", activation_bytes=123)]
+    rows = [_matrix_row("mednext_t", proxy, 1, int(proxy * 4.6), amp="fp32"),
+            _matrix_row("PlainConvUNet", proxy, 1, 123, amp="fp32")]
     planner = dc.planner_rows(rows, "cpu")
     assert planner[0]["estimate_bytes"] == proxy * mp.BYTES_PER_PROXY_UNIT_FP32
-    assert planner[0]["ratio"] == pytest.approx(3.8 / 4.0, abs=1e-3)
+    assert planner[0]["ratio"] == pytest.approx(4.6 / mp.BYTES_PER_PROXY_UNIT_FP32, abs=1e-3)
     assert planner[1]["estimate_bytes"] is None and "ratio" not in planner[1]
-    assert "median 3.800" in " ".join(dc.refit_advice(planner, "cpu"))
+    assert "median 4.600" in " ".join(dc.refit_advice(planner, "cpu"))
 
 
 def test_report_failures_and_markdown() -> None:

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .recompute import region_forward
 from .v1_blocks import MedNeXtV1Block
 
 FAST_OPS_ENV = "NNUNETV2_MEDNEXT_FAST_OPS"
@@ -915,7 +916,11 @@ def skip_fuse(fuse: nn.Module, up: torch.Tensor, skip: torch.Tensor) -> torch.Te
         and _is_plain_gelu(act)
     ):
         return _SkipFuseCPU.apply(up, skip, proj.weight, proj.bias, norm.weight, norm.bias, norm.eps)
-    return act(norm(concat_pointwise(up, skip, proj.weight, proj.bias)))
+
+    def fused(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return act(norm(concat_pointwise(a, b, proj.weight, proj.bias)))
+
+    return region_forward(fused, (proj, norm, act), up, skip)
 
 
 def _is_plain_gelu(m: nn.Module) -> bool:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import pydoc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -137,6 +138,11 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
+def scale_view(scale: torch.Tensor, ndim: int) -> torch.Tensor:
+    """A per-channel vector ``(C,)`` shaped to broadcast over ``(B, C, *spatial)``."""
+    return scale.view((1, -1) + (1,) * (ndim - 2))
+
+
 class LayerScale(nn.Module):
     """Learnable per-channel scale (``gamma``) of a residual branch."""
 
@@ -145,21 +151,51 @@ class LayerScale(nn.Module):
         self.gamma = nn.Parameter(torch.full((channels,), float(init)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma.view((1, -1) + (1,) * (x.ndim - 2))
+        return x * scale_view(self.gamma, x.ndim)
 
 
-class PreNormResidual(nn.Module):
-    """``x + DropPath(gamma * fn(norm(x)))``; ``layer_scale=None`` disables gamma."""
+@dataclass(frozen=True)
+class ResidualBranch:
+    """A residual branch ``drop(scale * proj(body(x)))``, as a block describes it to the execution policies.
 
-    def __init__(self, fn: nn.Module, norm: nn.Module, channels: int, layer_scale: float | None, drop_path: float) -> None:
-        super().__init__()
-        self.norm = norm
-        self.fn = fn
-        self.scale = LayerScale(channels, layer_scale) if layer_scale else nn.Identity()
-        self.drop_path = DropPath(drop_path)
+    ``body`` computes the features that enter the output projection from the branch input, using only the
+    parameters of ``modules``; ``proj`` is the branch's last layer (a 1x1 convolution in every MedNeXt block);
+    ``scale`` is a per-channel layer scale (or None) and ``drop`` the branch's stochastic depth (or None).
+    :func:`plain_branch` runs it with the plain modules; ``networks.recompute`` runs the same function keeping less
+    for backward.
+    """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.drop_path(self.scale(self.fn(self.norm(x))))
+    body: Callable[[torch.Tensor], torch.Tensor]
+    proj: nn.Module
+    modules: tuple[nn.Module, ...]
+    scale: torch.Tensor | None = None
+    drop: DropPath | None = None
+
+    def tail(self, z: torch.Tensor) -> torch.Tensor:
+        """``scale * proj(z)``."""
+        y = self.proj(z)
+        return y if self.scale is None else y * scale_view(self.scale, y.ndim)
+
+    def body_parameters(self) -> list[torch.Tensor]:
+        """The parameters of ``modules`` that are not the tail's, each once (the ones ``body`` uses)."""
+        seen = {id(p) for p in self.tail_parameters() if p is not None}
+        out = []
+        for m in self.modules:
+            for p in m.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    out.append(p)
+        return out
+
+    def tail_parameters(self) -> list[torch.Tensor | None]:
+        """``[proj.weight, proj.bias, scale]`` (None where absent)."""
+        return [self.proj.weight, self.proj.bias, self.scale]  # type: ignore[list-item]
+
+
+def plain_branch(branch: ResidualBranch, x: torch.Tensor) -> torch.Tensor:
+    """The branch with the plain modules (the reference: autograd keeps every intermediate map)."""
+    y = branch.tail(branch.body(x))
+    return y if branch.drop is None else branch.drop(y)
 
 
 def init_weights(module: nn.Module) -> None:

@@ -19,7 +19,18 @@ import torch
 from torch import nn
 
 from .fastops import prenorm_ffn_forward, prenorm_ffn_fusable
-from .layers import ConvOp, PreNormResidual, depthwise, make_norm, masked_kernel, pointwise, spatial_dims
+from .layers import (
+    ConvOp,
+    DropPath,
+    LayerScale,
+    ResidualBranch,
+    depthwise,
+    make_norm,
+    masked_kernel,
+    pointwise,
+    spatial_dims,
+)
+from .recompute import branch_forward
 
 DEFAULT_SEM_KERNELS: tuple[int, ...] = (5, 7, 11, 21)
 DEFAULT_LA_KERNELS: tuple[int, int, int] = (5, 7, 3)
@@ -63,13 +74,22 @@ class SpatialEncodingModule(nn.Module):
         self.mix = pointwise(conv_op, channels, channels)
         self.proj_out = pointwise(conv_op, channels, channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def proj(self) -> nn.Module:
+        """The output projection: ``forward(x) == proj(body(x))``."""
+        return self.proj_out
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything before the output projection: ``PW(a0 + sum_k strips_k(a0)) * u``."""
         u = self.act(self.proj_in(x))
         a0 = self.local(u)
         att = a0
         for branch in self.branches:
             att = att + branch(a0)
-        return self.proj_out(self.mix(att) * u)
+        return self.mix(att) * u
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj_out(self.body(x))
 
     def feature_map_channels(self) -> int:
         """Channel count of all intermediate maps (memory proxy, per voxel)."""
@@ -101,9 +121,18 @@ class LinearAttentionFFN(nn.Module):
         self.attn_dilated = depthwise(conv_op, hidden, masked_kernel(dil_k, active), dilation=dilation)
         self.fc2 = pointwise(conv_op, hidden, channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def proj(self) -> nn.Module:
+        """The output projection: ``forward(x) == proj(body(x))``."""
+        return self.fc2
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        """The gated hidden features ``h * DW_dilated(DW_local(h))``."""
         h = self.act(self.fc1(x))
-        return self.fc2(h * self.attn_dilated(self.attn_local(h)))
+        return h * self.attn_dilated(self.attn_local(h))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.body(x))
 
     def feature_map_channels(self) -> int:
         return self.fc1.out_channels * 5 + self.fc2.out_channels
@@ -130,13 +159,50 @@ class SmoothDWFFN(nn.Module):
         self.smooth = depthwise(conv_op, hidden, masked_kernel(kernel, active))
         self.fc2 = pointwise(conv_op, hidden, channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def proj(self) -> nn.Module:
+        """The output projection: ``forward(x) == proj(body(x))``."""
+        return self.fc2
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        """The smoothed hidden features ``h + GELU(DW3(h))``."""
         h = self.act(self.fc1(x))
-        h = h + self.act(self.smooth(h))
-        return self.fc2(h)
+        return h + self.act(self.smooth(h))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.body(x))
 
     def feature_map_channels(self) -> int:
         return self.fc1.out_channels * 5 + self.fc2.out_channels
+
+
+class PreNormResidual(nn.Module):
+    """``x + DropPath(gamma * fn(norm(x)))``; ``layer_scale=None`` disables gamma.
+
+    ``fn`` (SEM, LA-FFN or SDW-FFN) has ``body(x)`` and ``proj`` (its output projection), ``fn(x) ==
+    fn.proj(fn.body(x))``: :meth:`residual_branch` describes the branch to the execution policies.
+    """
+
+    def __init__(self, fn: nn.Module, norm: nn.Module, channels: int, layer_scale: float | None, drop_path: float) -> None:
+        super().__init__()
+        self.norm = norm
+        self.fn = fn
+        self.scale = LayerScale(channels, layer_scale) if layer_scale else nn.Identity()
+        self.drop_path = DropPath(drop_path)
+
+    def residual_branch(self) -> ResidualBranch:
+        """The branch ``drop(gamma * fn.proj(fn.body(norm(x))))``."""
+        norm, fn = self.norm, self.fn
+
+        def body(x: torch.Tensor) -> torch.Tensor:
+            return fn.body(norm(x))  # type: ignore[operator]
+
+        gamma = self.scale.gamma if isinstance(self.scale, LayerScale) else None
+        drop = self.drop_path if self.drop_path.p > 0 else None
+        return ResidualBranch(body, fn.proj, (norm, fn), gamma, drop)  # type: ignore[arg-type]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + branch_forward(self.residual_branch(), x)
 
 
 class MedNeXtBlock(nn.Module):
@@ -186,3 +252,12 @@ class MedNeXtBlock(nn.Module):
     def feature_map_channels(self) -> int:
         """Channels of every intermediate map of one forward pass (a memory proxy, per voxel)."""
         return sum(layer.fn.feature_map_channels() + 3 * self.channels for layer in self.layers)
+
+    def kept_channels(self) -> int:
+        """Channels per voxel a training step keeps for backward when the branches are recomputed: the input of
+        each residual sub-layer."""
+        return len(self.layers) * self.channels
+
+    def recompute_channels(self) -> int:
+        """Channels per voxel of the maps the largest sub-layer re-creates in backward (one at a time)."""
+        return max(layer.fn.feature_map_channels() + 3 * self.channels for layer in self.layers)

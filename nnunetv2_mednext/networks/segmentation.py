@@ -11,6 +11,7 @@ the list; only trainers that know it (this package's) give it a loss term.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -33,6 +34,7 @@ from .layers import (
     spatial_dims,
     transposed_conv_op,
 )
+from .recompute import FrozenRunningStats, recompute_enabled, recompute_suspended, region_forward
 from .seed_blocks import DEFAULT_LA_KERNELS, DEFAULT_SEM_KERNELS, MedNeXtBlock
 from .v1_blocks import MedNeXtV1Block, MedNeXtV1Down, MedNeXtV1Up, check_upsample_align, pytorch_default_init
 
@@ -70,27 +72,6 @@ def per_stage(value: Any, n: int, name: str) -> list:
     return [value] * n
 
 
-class _FrozenRunningStats:
-    """Context in which batch norms still normalise with batch statistics but leave their running stats alone."""
-
-    def __init__(self, module: nn.Module) -> None:
-        self.norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        self.saved: list[tuple[float | None, torch.Tensor | None]] = []
-
-    def __enter__(self) -> None:
-        for m in self.norms:
-            self.saved.append((m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()))
-            m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        for m, (momentum, tracked) in zip(self.norms, self.saved):
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
-        self.saved.clear()
-
-
 def _run(block: nn.Module, x: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
     """``block(x)``, recomputed in backward when checkpointing (non-reentrant).
 
@@ -106,12 +87,16 @@ def _run(block: nn.Module, x: torch.Tensor, use_checkpoint: bool) -> torch.Tenso
     def fn(inp: torch.Tensor) -> torch.Tensor:
         nonlocal calls
         calls += 1
-        if calls == 1:
-            return block(inp)
-        with _FrozenRunningStats(block):
+        # the whole block is recomputed already: no selective recompute of its branches inside
+        with recompute_suspended(), (FrozenRunningStats((block,)) if calls > 1 else contextlib.nullcontext()):
             return block(inp)
 
     return checkpoint(fn, x, use_reentrant=False)
+
+
+def _conv_norm(seq: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A conv -> norm ``Sequential`` (stem, seed downsampling) keeping only its input for backward."""
+    return region_forward(seq, (seq,), x)
 
 
 class MedNeXtEncoder(nn.Module):
@@ -148,11 +133,13 @@ class MedNeXtEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         # a 1-channel input's stem output comes back channels-last from the fast conv itself (``_FastConvMixin``)
-        x = conv_norm_forward(self.stem, x) if conv_norm_fusable(self.stem, x) else self.stem(x)
+        x = conv_norm_forward(self.stem, x) if conv_norm_fusable(self.stem, x) else _conv_norm(self.stem, x)
         skips = []
         for down, stage in zip(self.down, self.stages):
             if not self.use_checkpoint and conv_norm_fusable(down, x):
                 x = conv_norm_forward(down, x)
+            elif not self.use_checkpoint and isinstance(down, nn.Sequential):
+                x = _conv_norm(down, x)
             else:
                 x = _run(down, x, self.use_checkpoint)
             for block in stage:
@@ -390,15 +377,56 @@ class MedNeXtUNet(nn.Module):
             shapes.append(tuple(int(v) for v in cur))
         return shapes
 
-    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
-        """Memory proxy used by nnU-Net planners: elements of all intermediate maps for one sample.
+    def compute_conv_feature_map_size(self, input_size: Sequence[int], recompute: bool | None = None) -> np.int64:
+        """Memory proxy of one training sample that nnU-Net's planners call (elements of feature maps).
 
-        Counts every block's intermediate maps, including the expanded FFN hidden features.
+        With selective recompute (``recompute=None``: the current policy, on by default) it counts the maps a
+        training step keeps for backward (the input of every residual branch, the stem's input, the skips, the
+        upsampled maps the skip fusion keeps, the decoder stage outputs and the logits) plus the maps of the largest
+        branch, which backward re-creates one branch at a time. Without it, every intermediate map of every block,
+        the expanded FFN features included.
         """
         if len(input_size) != spatial_dims(self.conv_op):
             raise ValueError(f"input_size must have {spatial_dims(self.conv_op)} entries, got {list(input_size)}")
-        shapes = self.level_shapes(input_size)
-        vox = [int(np.prod(s)) for s in shapes]
+        if recompute is None:
+            recompute = recompute_enabled()
+        vox = [int(np.prod(s)) for s in self.level_shapes(input_size)]
+        if not recompute:
+            return np.int64(self._all_maps(vox))
+        return np.int64(self._kept_maps(vox) + self._recompute_working_set(vox))
+
+    def _blocks_by_level(self) -> list[tuple[nn.Module, int]]:
+        """Every block with the resolution level of its input."""
+        out = [(b, i) for i in range(self.n_stages) for b in self.encoder.stages[i]]
+        for k, i in enumerate(range(self.n_stages - 2, -1, -1)):
+            out += [(b, i) for b in self.decoder.stages[k]]
+            if isinstance(self.decoder.up[k], MedNeXtV1Block):
+                out.append((self.decoder.up[k], i + 1))
+        out += [(d, i - 1) for i, d in enumerate(self.encoder.down) if isinstance(d, MedNeXtV1Block)]
+        return out
+
+    def _recompute_working_set(self, vox: list[int]) -> int:
+        sizes = [b.recompute_channels() * vox[i] for b, i in self._blocks_by_level()]
+        return max(sizes, default=0)
+
+    def _kept_maps(self, vox: list[int]) -> int:
+        f, n = self.features_per_stage, self.n_stages
+        total = self.input_channels * vox[0]  # the stem keeps its input
+        for i in range(n):
+            total += sum(b.kept_channels() for b in self.encoder.stages[i]) * vox[i]
+            total += f[i] * vox[i]  # the stage output: the skip, and the input of the next downsampling
+        for k, i in enumerate(range(n - 2, -1, -1)):
+            if self.block == "seed":
+                total += f[i] * vox[i]  # the upsampled map, kept by the skip fusion
+            else:
+                total += self.decoder.up[k].kept_channels() * vox[i + 1]
+            total += sum(b.kept_channels() for b in self.decoder.stages[k]) * vox[i]
+            total += (f[i] + self.num_classes) * vox[i]  # the stage output (head and next upsampling), logits
+        if self.ds_bottleneck:
+            total += self.num_classes * vox[-1]
+        return total
+
+    def _all_maps(self, vox: list[int]) -> int:
         f = self.features_per_stage
         total = 2 * f[0] * vox[0]  # stem
         for i in range(self.n_stages):
@@ -413,7 +441,7 @@ class MedNeXtUNet(nn.Module):
             total += self.num_classes * vox[i]
         if self.ds_bottleneck:
             total += self.num_classes * vox[-1]
-        return np.int64(total)
+        return total
 
     def initialize(self, module: nn.Module) -> None:
         """Weight init of one module, applied by nnU-Net's ``get_network_from_plans`` (and by the constructor)."""

@@ -25,7 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvOp, LayerNormChannelsFirst, make_norm, pointwise, same_padding, transposed_conv_op
+from .layers import (
+    ConvOp,
+    LayerNormChannelsFirst,
+    ResidualBranch,
+    make_norm,
+    pointwise,
+    same_padding,
+    transposed_conv_op,
+)
+from .recompute import branch_forward
 
 UPSAMPLE_ALIGNS = ("start", "end")
 
@@ -94,8 +103,16 @@ class MedNeXtV1Block(nn.Module):
                 self.res_conv = conv_op(in_channels, out_channels, 1, stride=stride_t)
         self.in_channels, self.out_channels, self.exp_ratio = in_channels, out_channels, exp_ratio
 
+    def expand(self, x: torch.Tensor) -> torch.Tensor:
+        """The expanded features ``GELU(PW(GN(DW_k x)))`` that the compression ``conv3`` projects back."""
+        return self.act(self.conv2(self.norm(self.conv1(x))))
+
+    def residual_branch(self) -> ResidualBranch:
+        """The branch ``conv3(expand(x))`` (no layer scale, no drop path), for the execution policies."""
+        return ResidualBranch(self.expand, self.conv3, (self.conv1, self.norm, self.conv2, self.act))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv3(self.act(self.conv2(self.norm(self.conv1(x)))))
+        h = branch_forward(self.residual_branch(), x)
         if self.do_res:
             h = h + (x if self.res_conv is None else self.res_conv(x))
         if self.start_pad:  # zero-padding is linear: padding the sum equals padding branch and residual apiece
@@ -105,6 +122,15 @@ class MedNeXtV1Block(nn.Module):
     def feature_map_channels(self) -> int:
         """Channels of the intermediate maps at the block's output resolution (memory proxy, per voxel)."""
         return 2 * self.in_channels + 2 * self.exp_ratio * self.in_channels + 2 * self.out_channels
+
+    def kept_channels(self) -> int:
+        """Channels per voxel (of its input) a training step keeps for backward when the branch is recomputed:
+        the block input only."""
+        return self.in_channels
+
+    def recompute_channels(self) -> int:
+        """Channels per voxel of the maps its branch re-creates in backward (the recompute's working set)."""
+        return self.feature_map_channels()
 
 
 class MedNeXtV1Down(MedNeXtV1Block):

@@ -21,24 +21,42 @@ from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_en
 )
 
 from nnunetv2_mednext.networks import MedNeXtUNet
+from nnunetv2_mednext.networks.recompute import recompute_enabled
 from nnunetv2_mednext.trainers.network_from_plans import MEDNEXT_CLASS_PATH, variant_arch_kwargs
 
-# Memory model, calibrated on CPU with benchmarks/calibrate_planner.py: bytes of activations saved for backward
-# per unit of compute_conv_feature_map_size (fp32), times 0.6 for AMP (fp16 activations, fp32 norms) and 1.3 for
-# allocator/workspace overhead. See docs/nnunet.md.
-BYTES_PER_PROXY_UNIT_FP32 = 4.0
-AMP_FACTOR = 0.6
+# Memory model (docs/nnunet.md, benchmarks/calibrate_planner.py). The proxy (``compute_conv_feature_map_size``)
+# counts the feature maps a training step keeps under selective recompute plus the largest branch's maps, which
+# backward re-creates one branch at a time; a training step's peak allocation per proxy unit, measured on CPU under
+# bf16 autocast with CUDA's float32 norms (``plan_networks.cuda_norm_policy``), is 2.85-3.62 bytes over the seed and
+# Roy et al. variants in 2D and 3D; the planner takes the top of that range. OVERHEAD_FACTOR covers what a CPU run
+# does not show (CUDA caching allocator, cuDNN workspaces); the device check re-fits it on a GPU.
+BYTES_PER_PROXY_UNIT_AMP = 3.65
+BYTES_PER_PROXY_UNIT_FP32 = 5.7  # the same measure in float32 (4.35-5.68): the CPU rows of the device check
 OVERHEAD_FACTOR = 1.3
-BYTES_PER_PROXY_UNIT = BYTES_PER_PROXY_UNIT_FP32 * AMP_FACTOR * OVERHEAD_FACTOR  # GPU bytes per unit, training
+BYTES_PER_PROXY_UNIT = BYTES_PER_PROXY_UNIT_AMP * OVERHEAD_FACTOR  # GPU bytes per unit, training under AMP
+# With NNUNETV2_MEDNEXT_RECOMPUTE=0 the proxy counts every map of every block; the same peak measure per unit of it
+# is 2.13-2.92 bytes.
+BYTES_PER_PROXY_UNIT_NO_RECOMPUTE = 2.95 * OVERHEAD_FACTOR
+
+def bytes_per_proxy_unit(recompute: bool | None = None) -> float:
+    """GPU bytes per proxy unit of a training step under AMP, for the execution policy (default: the current one)."""
+    if recompute is None:
+        recompute = recompute_enabled()
+    return BYTES_PER_PROXY_UNIT if recompute else BYTES_PER_PROXY_UNIT_NO_RECOMPUTE
 
 
-def reference_value(gb: float, reference_batch_size: int) -> float:
+def reference_value(gb: float, reference_batch_size: int, recompute: bool | None = None) -> float:
     """Feature-map proxy at which ``reference_batch_size`` samples fill ``gb`` GB (nnU-Net's reference value)."""
-    return gb * 1e9 / (reference_batch_size * BYTES_PER_PROXY_UNIT)
+    return gb * 1e9 / (reference_batch_size * bytes_per_proxy_unit(recompute))
 
 
 class nnUNetPlannerMedNeXt(ResEncUNetPlanner):
-    """Plans for the seed MedNeXt ``mednext_t`` at a GPU memory target (``-gpu_memory_target``, default 8 GB)."""
+    """Plans for the seed MedNeXt ``mednext_t`` at a GPU memory target (``-gpu_memory_target``, default 8 GB).
+
+    Patch and batch are sized for the execution policy at planning time: selective recompute on (the default) keeps
+    a fraction of the maps, so the same target gives larger patches or batches than with
+    ``NNUNETV2_MEDNEXT_RECOMPUTE=0``; train with the policy you planned with.
+    """
 
     mednext_variant: ClassVar[str] = "mednext_t"
     mednext_topology: ClassVar[str] = "plan"  # "roy": Roy et al.'s depth and widths (network_from_plans.roy_topology)
