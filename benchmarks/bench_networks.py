@@ -69,9 +69,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nnunetv2_mednext.networks import get_seg_variant
 from nnunetv2_mednext.networks.fastops import reference_ops
+from nnunetv2_mednext.networks.memory import cuda_norm_policy
+from nnunetv2_mednext.networks.memory import saved_tensor_bytes as shared_saved_tensor_bytes
 from nnunetv2_mednext.networks.recompute import recompute_suspended
-from nnunetv2_mednext.plan_networks import PLAIN_CLASS, cuda_norm_policy, plain_unet_arch_kwargs, synthetic_topology
-from nnunetv2_mednext.plan_networks import saved_tensor_bytes as shared_saved_tensor_bytes
+from nnunetv2_mednext.plan_networks import PLAIN_CLASS, plain_unet_arch_kwargs, synthetic_topology
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -844,7 +845,7 @@ def render_autocast(results: list[Result], args: argparse.Namespace, device: tor
     if cpu:
         out += [
             "* **CUDA norms**: the same, with `group_norm`/`layer_norm` run in float32 as CUDA autocast runs them "
-            "(CPU autocast keeps them in bf16; `plan_networks.cuda_norm_policy`): the figure a GPU keeps. The "
+            "(CPU autocast keeps them in bf16; `networks.memory.cuda_norm_policy`): the figure a GPU keeps. The "
             "U-Net's instance norms are not in CUDA's float32 list, so its two figures agree.",
             "* **Train step**: CPU time under bf16 autocast (bf16 GEMMs are emulated on CPUs without AVX-512 BF16: "
             "the absolute times say little about a GPU; the recompute's cost does).",

@@ -50,7 +50,8 @@ from torch import nn
 from nnunetv2_mednext import gpu
 from nnunetv2_mednext.errors import MedNeXtUserError
 from nnunetv2_mednext.networks.fastops import reference_ops
-from nnunetv2_mednext.plan_networks import count_params, peak_allocated_bytes, saved_tensor_bytes, synthetic_plans
+from nnunetv2_mednext.networks.memory import count_params, peak_allocated_bytes, saved_tensor_bytes
+from nnunetv2_mednext.plan_networks import synthetic_plans
 
 NETS: dict[str, str] = {  # network label -> trainer that builds it (and whose optimiser recipe is used)
     "mednext_t": "nnUNetTrainerMedNeXt",

@@ -22,10 +22,10 @@ from torch import nn
 from nnunetv2_mednext.networks import MedNeXtUNet, create_model, recompute
 from nnunetv2_mednext.networks.fastops import reference_ops
 from nnunetv2_mednext.networks.layers import make_norm
+from nnunetv2_mednext.networks.memory import saved_tensor_bytes
 from nnunetv2_mednext.networks.recompute import recompute_suspended, set_recompute
 from nnunetv2_mednext.networks.seed_blocks import MedNeXtBlock, PreNormResidual, SmoothDWFFN
 from nnunetv2_mednext.networks.v1_blocks import MedNeXtV1Block, MedNeXtV1Down, MedNeXtV1Up
-from nnunetv2_mednext.plan_networks import saved_tensor_bytes
 
 
 @pytest.fixture(autouse=True)

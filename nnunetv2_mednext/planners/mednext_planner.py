@@ -27,7 +27,7 @@ from nnunetv2_mednext.trainers.network_from_plans import MEDNEXT_CLASS_PATH, var
 # Memory model (docs/nnunet.md, benchmarks/calibrate_planner.py). The proxy (``compute_conv_feature_map_size``)
 # counts the feature maps a training step keeps under selective recompute plus the largest branch's maps, which
 # backward re-creates one branch at a time; a training step's peak allocation per proxy unit, measured on CPU under
-# bf16 autocast with CUDA's float32 norms (``plan_networks.cuda_norm_policy``), is 2.85-3.62 bytes over the seed and
+# bf16 autocast with CUDA's float32 norms (``networks.memory.cuda_norm_policy``), is 2.85-3.62 bytes over the seed and
 # Roy et al. variants in 2D and 3D; the planner takes the top of that range. OVERHEAD_FACTOR covers what a CPU run
 # does not show (CUDA caching allocator, cuDNN workspaces); the device check re-fits it on a GPU.
 BYTES_PER_PROXY_UNIT_AMP = 3.65
