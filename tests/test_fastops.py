@@ -1,4 +1,4 @@
-"""The fast execution paths of ``networks/fastops.py`` compute the same network as the plain PyTorch ops.
+"""The fast execution paths of ``networks/fastops/`` compute the same network as the plain PyTorch ops.
 
 * every custom autograd node passes ``torch.autograd.gradcheck`` (float64, against finite differences);
 * each depthwise-convolution path (flipped-kernel input gradient, the three weight-gradient formulations, dilated
@@ -19,14 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnunetv2_mednext.networks import MedNeXtUNet, create_model, fastops
+from nnunetv2_mednext.networks import MedNeXtUNet, create_model, execution, fastops
 from nnunetv2_mednext.networks.fastops import (
     depthwise_conv,
+    fused,
     instance_norm,
+    kernels,
     reference_ops,
-    use_fast_layers,
     useful_taps,
 )
+from nnunetv2_mednext.networks.fastops.layers import FastConv3d, FastConvTranspose3d
 from nnunetv2_mednext.networks.recompute import recompute_suspended
 from nnunetv2_mednext.networks.seed_blocks import LinearAttentionFFN, MedNeXtBlock, SmoothDWFFN
 from nnunetv2_mednext.networks.v1_blocks import MedNeXtV1Block
@@ -136,7 +138,7 @@ def test_useful_taps_by_hand() -> None:
 )
 def test_depthwise_conv_matches_conv(monkeypatch, shape, kernel, dilation, wgrad) -> None:
     if wgrad != "swapped":
-        monkeypatch.setattr(fastops, "_SWAPPED_WGRAD_MAX_VOXELS", 0)
+        monkeypatch.setattr(kernels, "_SWAPPED_WGRAD_MAX_VOXELS", 0)
     torch.manual_seed(0)
     c = shape[1]
     conv = F.conv2d if len(shape) == 4 else F.conv3d
@@ -164,12 +166,11 @@ def test_depthwise_conv_matches_conv(monkeypatch, shape, kernel, dilation, wgrad
 def test_strided_and_transposed_depthwise_3d(shape, kernel, stride, padding, output_padding, transposed) -> None:
     torch.manual_seed(0)
     c = shape[1]
-    cls = nn.ConvTranspose3d if transposed else nn.Conv3d
+    cls = FastConvTranspose3d if transposed else FastConv3d
     extra = {"output_padding": output_padding} if transposed else {}
     conv = cls(c, c, kernel, stride=stride, padding=padding, groups=c, **extra).double()
-    use_fast_layers(conv)
     x = _cl(torch.randn(shape, dtype=torch.float64)).requires_grad_()
-    assert fastops.strided_depthwise_fusable(conv, x)
+    assert kernels.strided_depthwise_fusable(conv, x)
     assert "_StridedDepthwise3DCPUBackward" in autograd_nodes(conv(x))
     with reference_ops():
         ref = conv(x)
@@ -203,8 +204,8 @@ class _ConvNorm(nn.Module):
         self.seq = seq
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        assert fastops.conv_norm_fusable(self.seq, x)
-        return fastops.conv_norm_forward(self.seq, x)
+        assert fused.conv_norm_fusable(self.seq[0], self.seq[1], None, x)
+        return fused.conv_norm_forward(self.seq[0], self.seq[1], None, x)
 
 
 class _SkipFuse(nn.Module):
@@ -213,14 +214,14 @@ class _SkipFuse(nn.Module):
         self.seq = seq
 
     def forward(self, up: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return fastops.skip_fuse(self.seq, up, skip)
+        return execution.skip_fusion(*self.seq, up, skip)
 
 
 def test_fused_roy_block_gradcheck() -> None:
     torch.manual_seed(0)
-    block = use_fast_layers(MedNeXtV1Block(3, 3, 2, (3, 3), nn.Conv2d, True, "instance")).double()
+    block = MedNeXtV1Block(3, 3, 2, (3, 3), nn.Conv2d, True, "instance").double()
     x = _cl(torch.randn(2, 3, 5, 6, dtype=torch.float64)).requires_grad_()
-    assert fastops.roy_block_fusable(block, x)
+    assert fused.roy_fusable(block.roy_parts(), x)
     assert "_RoyBlockCPUBackward" in autograd_nodes(block(x))
     _gradcheck_module(block, x)
     with reference_ops():
@@ -230,7 +231,7 @@ def test_fused_roy_block_gradcheck() -> None:
 
 def test_fused_ffn_sublayers_gradcheck() -> None:
     torch.manual_seed(0)
-    block = use_fast_layers(MedNeXtBlock(2, nn.Conv2d, "A", 2, "instance", 0.5, 0.0, (3, 5), (3, 5, 2))).double()
+    block = MedNeXtBlock(2, nn.Conv2d, "A", 2, "instance", 0.5, 0.0, (3, 5), (3, 5, 2)).double()
     for m in block.modules():  # non-trivial norm affines and biases everywhere
         for p in m.parameters(recurse=False):
             p.data.normal_(0.3, 0.5)
@@ -261,7 +262,7 @@ def test_fused_ffn_sublayers_with_batch_norm_and_drop_path() -> None:
     """The classifier's sub-layers: BatchNorm (batch statistics, running statistics updated as nn.BatchNorm does)
     and drop path (per-sample branch factor) inside the fused node; same function, gradients and buffers."""
     torch.manual_seed(0)
-    block = use_fast_layers(MedNeXtBlock(3, nn.Conv2d, "A", 2, "batch", 0.5, 0.4, (3, 5), (3, 5, 2))).double()
+    block = MedNeXtBlock(3, nn.Conv2d, "A", 2, "batch", 0.5, 0.4, (3, 5), (3, 5, 2)).double()
     for m in block.modules():
         for p in m.parameters(recurse=False):
             p.data.normal_(0.3, 0.5)
@@ -296,9 +297,9 @@ def test_fused_ffn_sublayers_with_batch_norm_and_drop_path() -> None:
         torch.testing.assert_close(fast_buffers[n], b, msg=n)
     assert int(fast_buffers["layers.0.norm.num_batches_tracked"]) == int(buffers["layers.0.norm.num_batches_tracked"]) + 1
     block.eval()  # running statistics: the plain layers (the fused node needs batch statistics)
-    assert not fastops.prenorm_ffn_fusable(block.layers[0], x)
+    assert not fused.ffn_fusable(block.layers[0].ffn_parts(), x)
     synced = nn.SyncBatchNorm.convert_sync_batchnorm(block).train()  # statistics across processes: plain layers
-    assert not fastops.prenorm_ffn_fusable(synced.layers[0], x)
+    assert not fused.ffn_fusable(synced.layers[0].ffn_parts(), x)
 
 
 def test_fused_stem_down_and_skip_fusion_gradcheck() -> None:
@@ -351,23 +352,23 @@ def test_default_variant_runs_fused_nodes_and_keeps_its_state_dict() -> None:
         assert node in nodes, node
     # the recomputed SEM branches run their depthwise convs through the fast node in backward
     calls = []
-    original = fastops._DepthwiseConvCPU.apply
-    fastops._DepthwiseConvCPU.apply = lambda *a: calls.append(1) or original(*a)  # type: ignore[method-assign]
+    original = kernels._DepthwiseConvCPU.apply
+    kernels._DepthwiseConvCPU.apply = lambda *a: calls.append(1) or original(*a)  # type: ignore[method-assign]
     try:
         probe_loss(net(torch.randn(1, 1, 64, 64))).backward()
     finally:
-        fastops._DepthwiseConvCPU.apply = original  # type: ignore[method-assign]
+        kernels._DepthwiseConvCPU.apply = original  # type: ignore[method-assign]
     assert calls
-    # the fast layers are the plain classes with another forward: the same state_dict, loadable both ways
-    plain = {fastops.FastConv2d: nn.Conv2d, fastops.FastConv3d: nn.Conv3d, fastops.FastGroupNorm: nn.GroupNorm,
-             fastops.FastConvTranspose2d: nn.ConvTranspose2d, fastops.FastMedNeXtV1Block: MedNeXtV1Block}
+    # the fast layers are subclasses of the plain ones with another forward: a state_dict of the plain classes
+    # (same keys and shapes) loads strictly, and back
+    fast_types = {fastops.FastConv2d, fastops.FastConv3d, fastops.FastGroupNorm, fastops.FastConvTranspose2d}
+    assert {type(m) for m in net.modules()} & fast_types
+    assert all(type(m).__mro__[1] in (nn.Conv2d, nn.Conv3d, nn.GroupNorm, nn.ConvTranspose2d, nn.ConvTranspose3d)
+               for m in net.modules() if type(m).__name__.startswith("Fast"))
     state = {k: v.clone() for k, v in net.state_dict().items()}
-    for m in net.modules():
-        if type(m) in plain:
-            m.__class__ = plain[type(m)]
-    assert {k: v.shape for k, v in net.state_dict().items()} == {k: v.shape for k, v in state.items()}
-    net.load_state_dict(state, strict=True)
-    use_fast_layers(net)
+    plain_stem = nn.Conv2d(1, net.encoder.stem[0].out_channels, 3, padding=1, bias=False)
+    plain_stem.load_state_dict(net.encoder.stem[0].state_dict(), strict=True)
+    net.encoder.stem[0].load_state_dict(plain_stem.state_dict(), strict=True)
     net.load_state_dict(state, strict=True)
 
 
@@ -434,7 +435,7 @@ def test_one_channel_input_stays_channels_last_after_a_dense_conv() -> None:
     net = create_model("mednext_t", num_classes=3, deep_supervision=False, topology={
         "n_stages": 3, "kernel_sizes": [[3, 3]] * 3, "strides": [[1, 1]] + [[2, 2]] * 2, "conv_op": "torch.nn.Conv2d"})
     seen = []
-    for m in (net.encoder.stem[0], net.encoder.stem):  # the conv itself, and so the whole stem (conv + norm)
+    for m in net.encoder.stem:  # the conv itself, and so the whole stem (conv, then norm)
         m.register_forward_hook(lambda m, i, o: seen.append(fastops.is_channels_last(o) and o.shape[1] > 1))
     with torch.no_grad():
         net.eval()(fastops.prepare_input(torch.randn(2, 1, 32, 32)))

@@ -31,7 +31,7 @@ from nnunetv2_mednext.networks import (
     reference_topology,
     upkern_load,
 )
-from nnunetv2_mednext.networks import segmentation as segmentation_module
+from nnunetv2_mednext.networks import execution as execution_module
 from nnunetv2_mednext.networks.fastops import reference_ops
 from nnunetv2_mednext.networks.recompute import recompute_suspended
 
@@ -334,13 +334,13 @@ def test_checkpointing_gives_same_outputs_and_gradients(family: str, monkeypatch
     ckpt = copy.deepcopy(ref)
     ckpt.set_checkpointing(True)
     calls = []
-    real = segmentation_module.checkpoint
+    real = execution_module.checkpoint
 
     def counting(*args, **kwargs):
         calls.append(kwargs.get("use_reentrant"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(segmentation_module, "checkpoint", counting)
+    monkeypatch.setattr(execution_module, "checkpoint", counting)
     x = torch.randn(2, 1, 48, 80)
     with recompute_suspended():  # the plain graph (checkpointed blocks run their branches plain too)
         out_ref = ref(x)

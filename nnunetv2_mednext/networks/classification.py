@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .fastops import prepare_input, use_fast_layers
-from .layers import init_weights
+from .execution import prepare_input
+from .layers import conv_layer, init_weights
 from .seed_blocks import DEFAULT_LA_KERNELS, DEFAULT_SEM_KERNELS, MedNeXtBlock
 
 
@@ -46,10 +46,10 @@ class MedNeXtClassifier(nn.Module):
             raise ValueError(f"in_chans and num_classes must be >= 1, got {in_chans} and {num_classes}")
         c0 = dims[0]
         self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, c0 // 2, 3, stride=2, padding=1, bias=False),
+            conv_layer(nn.Conv2d, in_chans, c0 // 2, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(c0 // 2),
             nn.GELU(),
-            nn.Conv2d(c0 // 2, c0, 3, stride=2, padding=1, bias=False),
+            conv_layer(nn.Conv2d, c0 // 2, c0, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(c0),
         )
         n_blocks = max(sum(depths), 1)  # plain Python: torch.linspace would fail under a meta-device context
@@ -61,7 +61,8 @@ class MedNeXtClassifier(nn.Module):
         for i, (dim, depth) in enumerate(zip(dims, depths)):
             layers: list[nn.Module] = []
             if i > 0:
-                layers += [nn.Conv2d(dims[i - 1], dim, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(dim)]
+                layers += [conv_layer(nn.Conv2d, dims[i - 1], dim, 3, stride=2, padding=1, bias=False),
+                           nn.BatchNorm2d(dim)]
             for _ in range(depth):
                 layers.append(
                     MedNeXtBlock(
@@ -76,7 +77,6 @@ class MedNeXtClassifier(nn.Module):
         self.head = nn.Linear(dims[-1], num_classes)
         self.num_classes, self.num_features = num_classes, dims[-1]
         self.apply(init_weights)
-        use_fast_layers(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled, normalised features ``(B, dims[-1])``."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import pydoc
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from .fastops import FastConv2d, FastConv3d, FastConvTranspose2d, FastConvTranspose3d, FastGroupNorm
+from .parts import scale_view
 
 ConvOp = type[nn.Conv2d] | type[nn.Conv3d]
 
@@ -37,8 +39,15 @@ def spatial_dims(conv_op: ConvOp) -> int:
 
 
 def transposed_conv_op(conv_op: ConvOp) -> type[nn.ConvTranspose2d] | type[nn.ConvTranspose3d]:
-    """The transposed convolution class matching ``conv_op``."""
-    return nn.ConvTranspose2d if conv_op is nn.Conv2d else nn.ConvTranspose3d
+    """The transposed convolution class matching ``conv_op`` (the fast layer class, a subclass of it)."""
+    return FastConvTranspose2d if conv_op is nn.Conv2d else FastConvTranspose3d
+
+
+def conv_layer(conv_op: ConvOp, *args: object, **kwargs: object) -> nn.Conv2d | nn.Conv3d:
+    """A convolution of ``conv_op``'s dimension, built as the fast layer class (``networks.fastops.layers``:
+    same parameters and function, faster kernels on CPU)."""
+    cls = FastConv2d if conv_op is nn.Conv2d else FastConv3d
+    return cls(*args, **kwargs)  # type: ignore[arg-type]
 
 
 def as_tuple(value: int | Sequence[int], ndim: int, name: str = "value") -> tuple[int, ...]:
@@ -65,7 +74,8 @@ def depthwise(conv_op: ConvOp, channels: int, kernel: Sequence[int], dilation: i
     """Depthwise convolution with 'same' padding; an all-ones kernel returns ``nn.Identity``."""
     if all(k == 1 for k in kernel):
         return nn.Identity()
-    return conv_op(
+    return conv_layer(
+        conv_op,
         channels,
         channels,
         tuple(kernel),
@@ -77,7 +87,7 @@ def depthwise(conv_op: ConvOp, channels: int, kernel: Sequence[int], dilation: i
 
 def pointwise(conv_op: ConvOp, c_in: int, c_out: int, bias: bool = True) -> nn.Module:
     """1x1(x1) convolution."""
-    return conv_op(c_in, c_out, 1, bias=bias)
+    return conv_layer(conv_op, c_in, c_out, 1, bias=bias)
 
 
 class LayerNormChannelsFirst(nn.Module):
@@ -106,9 +116,9 @@ def make_norm(kind: str, channels: int, conv_op: ConvOp) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels) if conv_op is nn.Conv2d else nn.BatchNorm3d(channels)
     if kind == "instance":
-        return nn.GroupNorm(channels, channels)
+        return FastGroupNorm(channels, channels)
     if kind == "group":
-        return nn.GroupNorm(1, channels)
+        return FastGroupNorm(1, channels)
     if kind == "layer":
         return LayerNormChannelsFirst(channels)
     raise ValueError(f"unknown norm {kind!r}; choose one of {', '.join(NORM_TYPES)}")
@@ -138,11 +148,6 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
-def scale_view(scale: torch.Tensor, ndim: int) -> torch.Tensor:
-    """A per-channel vector ``(C,)`` shaped to broadcast over ``(B, C, *spatial)``."""
-    return scale.view((1, -1) + (1,) * (ndim - 2))
-
-
 class LayerScale(nn.Module):
     """Learnable per-channel scale (``gamma``) of a residual branch."""
 
@@ -152,50 +157,6 @@ class LayerScale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * scale_view(self.gamma, x.ndim)
-
-
-@dataclass(frozen=True)
-class ResidualBranch:
-    """A residual branch ``drop(scale * proj(body(x)))``, as a block describes it to the execution policies.
-
-    ``body`` computes the features that enter the output projection from the branch input, using only the
-    parameters of ``modules``; ``proj`` is the branch's last layer (a 1x1 convolution in every MedNeXt block);
-    ``scale`` is a per-channel layer scale (or None) and ``drop`` the branch's stochastic depth (or None).
-    :func:`plain_branch` runs it with the plain modules; ``networks.recompute`` runs the same function keeping less
-    for backward.
-    """
-
-    body: Callable[[torch.Tensor], torch.Tensor]
-    proj: nn.Module
-    modules: tuple[nn.Module, ...]
-    scale: torch.Tensor | None = None
-    drop: DropPath | None = None
-
-    def tail(self, z: torch.Tensor) -> torch.Tensor:
-        """``scale * proj(z)``."""
-        y = self.proj(z)
-        return y if self.scale is None else y * scale_view(self.scale, y.ndim)
-
-    def body_parameters(self) -> list[torch.Tensor]:
-        """The parameters of ``modules`` that are not the tail's, each once (the ones ``body`` uses)."""
-        seen = {id(p) for p in self.tail_parameters() if p is not None}
-        out = []
-        for m in self.modules:
-            for p in m.parameters():
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    out.append(p)
-        return out
-
-    def tail_parameters(self) -> list[torch.Tensor | None]:
-        """``[proj.weight, proj.bias, scale]`` (None where absent)."""
-        return [self.proj.weight, self.proj.bias, self.scale]  # type: ignore[list-item]
-
-
-def plain_branch(branch: ResidualBranch, x: torch.Tensor) -> torch.Tensor:
-    """The branch with the plain modules (the reference: autograd keeps every intermediate map)."""
-    y = branch.tail(branch.body(x))
-    return y if branch.drop is None else branch.drop(y)
 
 
 def init_weights(module: nn.Module) -> None:

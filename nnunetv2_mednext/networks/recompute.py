@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import ResidualBranch, plain_branch, scale_view
+from .parts import ResidualBranch, plain_branch, scale_view
 
 RECOMPUTE_ENV = "NNUNETV2_MEDNEXT_RECOMPUTE"
 _ON, _OFF = ("1", "on", "true", "yes"), ("0", "off", "false", "no")

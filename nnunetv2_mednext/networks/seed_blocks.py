@@ -18,19 +18,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .fastops import prenorm_ffn_forward, prenorm_ffn_fusable
-from .layers import (
-    ConvOp,
-    DropPath,
-    LayerScale,
-    ResidualBranch,
-    depthwise,
-    make_norm,
-    masked_kernel,
-    pointwise,
-    spatial_dims,
-)
-from .recompute import branch_forward
+from . import execution
+from .layers import ConvOp, DropPath, LayerScale, depthwise, make_norm, masked_kernel, pointwise, spatial_dims
+from .parts import FFNParts, ResidualBranch
 
 DEFAULT_SEM_KERNELS: tuple[int, ...] = (5, 7, 11, 21)
 DEFAULT_LA_KERNELS: tuple[int, int, int] = (5, 7, 3)
@@ -79,6 +69,10 @@ class SpatialEncodingModule(nn.Module):
         """The output projection: ``forward(x) == proj(body(x))``."""
         return self.proj_out
 
+    def ffn_layers(self) -> None:
+        """Not an FFN: the SEM has no fused FFN form (its branch is recomputed, or runs plain)."""
+        return None
+
     def body(self, x: torch.Tensor) -> torch.Tensor:
         """Everything before the output projection: ``PW(a0 + sum_k strips_k(a0)) * u``."""
         u = self.act(self.proj_in(x))
@@ -100,8 +94,6 @@ class SpatialEncodingModule(nn.Module):
 
 class LinearAttentionFFN(nn.Module):
     """LA-FFN: ``PW(h * DW_dilated(DW_local(h)))`` with ``h = GELU(PW(C -> rC) x)`` (large-kernel attention)."""
-
-    fused_kind = "la"  # fastops runs the residual sub-layer around it as one fused node
 
     def __init__(
         self,
@@ -126,6 +118,10 @@ class LinearAttentionFFN(nn.Module):
         """The output projection: ``forward(x) == proj(body(x))``."""
         return self.fc2
 
+    def ffn_layers(self) -> tuple[str, nn.Module, nn.Module, tuple[nn.Module, ...], nn.Module]:
+        """``(kind, fc1, act, depthwise convs, fc2)`` for ``parts.FFNParts`` (kind ``la``)."""
+        return "la", self.fc1, self.act, (self.attn_local, self.attn_dilated), self.fc2
+
     def body(self, x: torch.Tensor) -> torch.Tensor:
         """The gated hidden features ``h * DW_dilated(DW_local(h))``."""
         h = self.act(self.fc1(x))
@@ -140,8 +136,6 @@ class LinearAttentionFFN(nn.Module):
 
 class SmoothDWFFN(nn.Module):
     """SDW-FFN: ``PW(h + GELU(DW3(h)))`` with ``h = GELU(PW(C -> rC) x)``."""
-
-    fused_kind = "sdw"  # fastops runs the residual sub-layer around it as one fused node
 
     def __init__(
         self,
@@ -163,6 +157,10 @@ class SmoothDWFFN(nn.Module):
     def proj(self) -> nn.Module:
         """The output projection: ``forward(x) == proj(body(x))``."""
         return self.fc2
+
+    def ffn_layers(self) -> tuple[str, nn.Module, nn.Module, tuple[nn.Module, ...], nn.Module]:
+        """``(kind, fc1, act, depthwise convs, fc2)`` for ``parts.FFNParts`` (kind ``sdw``)."""
+        return "sdw", self.fc1, self.act, (self.smooth,), self.fc2
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
         """The smoothed hidden features ``h + GELU(DW3(h))``."""
@@ -190,6 +188,9 @@ class PreNormResidual(nn.Module):
         self.scale = LayerScale(channels, layer_scale) if layer_scale else nn.Identity()
         self.drop_path = DropPath(drop_path)
 
+    def _gamma(self) -> torch.Tensor | None:
+        return self.scale.gamma if isinstance(self.scale, LayerScale) else None
+
     def residual_branch(self) -> ResidualBranch:
         """The branch ``drop(gamma * fn.proj(fn.body(norm(x))))``."""
         norm, fn = self.norm, self.fn
@@ -197,12 +198,20 @@ class PreNormResidual(nn.Module):
         def body(x: torch.Tensor) -> torch.Tensor:
             return fn.body(norm(x))  # type: ignore[operator]
 
-        gamma = self.scale.gamma if isinstance(self.scale, LayerScale) else None
         drop = self.drop_path if self.drop_path.p > 0 else None
-        return ResidualBranch(body, fn.proj, (norm, fn), gamma, drop)  # type: ignore[arg-type]
+        return ResidualBranch(body, fn.proj, (norm, fn), self._gamma(), drop)  # type: ignore[arg-type]
+
+    def ffn_parts(self) -> FFNParts | None:
+        """The sub-layer layer by layer when ``fn`` is an LA-FFN or SDW-FFN (the SEM has no such form)."""
+        layers = self.fn.ffn_layers()  # type: ignore[operator]
+        if layers is None:
+            return None
+        kind, fc1, act, dws, fc2 = layers
+        return FFNParts(kind, self.norm, fc1, act, dws, fc2, self._gamma(), self.drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + branch_forward(self.residual_branch(), x)
+        out = execution.fused_ffn(self.ffn_parts(), x)
+        return out if out is not None else x + execution.branch(self.residual_branch(), x)
 
 
 class MedNeXtBlock(nn.Module):
@@ -244,10 +253,7 @@ class MedNeXtBlock(nn.Module):
         self.channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            # FFN sub-layers run as one fused autograd node when they can (same maths, fewer saved maps)
-            x = prenorm_ffn_forward(layer, x) if prenorm_ffn_fusable(layer, x) else layer(x)
-        return x
+        return self.layers(x)
 
     def feature_map_channels(self) -> int:
         """Channels of every intermediate map of one forward pass (a memory proxy, per voxel)."""

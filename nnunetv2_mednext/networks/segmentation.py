@@ -11,7 +11,6 @@ the list; only trainers that know it (this package's) give it a loss term.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -19,12 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from .fastops import conv_norm_forward, conv_norm_fusable, prepare_input, skip_fuse, use_fast_layers
+from . import execution
 from .layers import (
     ConvOp,
     as_tuple,
+    conv_layer,
     init_weights,
     make_norm,
     masked_kernel,
@@ -34,7 +33,7 @@ from .layers import (
     spatial_dims,
     transposed_conv_op,
 )
-from .recompute import FrozenRunningStats, recompute_enabled, recompute_suspended, region_forward
+from .recompute import recompute_enabled
 from .seed_blocks import DEFAULT_LA_KERNELS, DEFAULT_SEM_KERNELS, MedNeXtBlock
 from .v1_blocks import MedNeXtV1Block, MedNeXtV1Down, MedNeXtV1Up, check_upsample_align, pytorch_default_init
 
@@ -72,33 +71,6 @@ def per_stage(value: Any, n: int, name: str) -> list:
     return [value] * n
 
 
-def _run(block: nn.Module, x: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
-    """``block(x)``, recomputed in backward when checkpointing (non-reentrant).
-
-    In eager mode the recomputation re-runs the block's forward in training mode; batch norms would update their
-    running statistics a second time, so the recomputation (every call after the first) runs with them frozen.
-    """
-    if not (use_checkpoint and x.requires_grad and torch.is_grad_enabled()):
-        return block(x)
-    if torch.compiler.is_compiling():  # traced once; the running-stat update stays in the forward graph
-        return checkpoint(block, x, use_reentrant=False)
-    calls = 0
-
-    def fn(inp: torch.Tensor) -> torch.Tensor:
-        nonlocal calls
-        calls += 1
-        # the whole block is recomputed already: no selective recompute of its branches inside
-        with recompute_suspended(), (FrozenRunningStats((block,)) if calls > 1 else contextlib.nullcontext()):
-            return block(inp)
-
-    return checkpoint(fn, x, use_reentrant=False)
-
-
-def _conv_norm(seq: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A conv -> norm ``Sequential`` (stem, seed downsampling) keeping only its input for backward."""
-    return region_forward(seq, (seq,), x)
-
-
 class MedNeXtEncoder(nn.Module):
     """Stem + one stage per plan stage (downsampling, then blocks). Returns the skip of every stage."""
 
@@ -109,7 +81,8 @@ class MedNeXtEncoder(nn.Module):
         if net.block == "seed":
             k0 = net.kernel_sizes[0]
             self.stem = nn.Sequential(
-                c(net.input_channels, f[0], k0, padding=same_padding(k0), bias=False), make_norm(net.norm, f[0], c)
+                conv_layer(c, net.input_channels, f[0], k0, padding=same_padding(k0), bias=False),
+                make_norm(net.norm, f[0], c),
             )
         else:
             self.stem = pointwise(c, net.input_channels, f[0])
@@ -120,7 +93,8 @@ class MedNeXtEncoder(nn.Module):
                 self.down.append(nn.Identity())
             elif net.block == "seed":
                 s = net.strides[i]
-                self.down.append(nn.Sequential(c(f[i - 1], f[i], s, stride=s, bias=False), make_norm(net.norm, f[i], c)))
+                self.down.append(nn.Sequential(conv_layer(c, f[i - 1], f[i], s, stride=s, bias=False),
+                                               make_norm(net.norm, f[i], c)))
             else:
                 self.down.append(
                     MedNeXtV1Down(
@@ -132,18 +106,16 @@ class MedNeXtEncoder(nn.Module):
         self.use_checkpoint = net.checkpointing
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        # a 1-channel input's stem output comes back channels-last from the fast conv itself (``_FastConvMixin``)
-        x = conv_norm_forward(self.stem, x) if conv_norm_fusable(self.stem, x) else _conv_norm(self.stem, x)
+        # a 1-channel input's stem output comes back channels-last from the fast conv itself (fastops.layers)
+        x = execution.conv_norm(self.stem[0], self.stem[1], x) if isinstance(self.stem, nn.Sequential) else self.stem(x)
         skips = []
         for down, stage in zip(self.down, self.stages):
-            if not self.use_checkpoint and conv_norm_fusable(down, x):
-                x = conv_norm_forward(down, x)
-            elif not self.use_checkpoint and isinstance(down, nn.Sequential):
-                x = _conv_norm(down, x)
+            if isinstance(down, nn.Sequential) and not self.use_checkpoint:
+                x = execution.conv_norm(down[0], down[1], x)
             else:
-                x = _run(down, x, self.use_checkpoint)
+                x = execution.checkpointed(down, x, self.use_checkpoint)
             for block in stage:
-                x = _run(block, x, self.use_checkpoint)
+                x = execution.checkpointed(block, x, self.use_checkpoint)
             skips.append(x)
         return skips
 
@@ -193,13 +165,13 @@ class MedNeXtDecoder(nn.Module):
         n = len(self.stages)
         for k in range(n):
             skip = skips[-(k + 2)]
-            x = _run(self.up[k], x, self.use_checkpoint)
+            x = execution.checkpointed(self.up[k], x, self.use_checkpoint)
             if self.block == "seed":  # fuse = PW(2C -> C), norm, GELU on cat((x, skip)); no concatenated copy
-                x = skip_fuse(self.fuse[k], x, skip)
+                x = execution.skip_fusion(*self.fuse[k], x, skip)
             else:
                 x = x + skip
             for block in self.stages[k]:
-                x = _run(block, x, self.use_checkpoint)
+                x = execution.checkpointed(block, x, self.use_checkpoint)
             if self.deep_supervision or k == n - 1:
                 outputs.append(self.seg_layers[k](x))
         if not self.deep_supervision:
@@ -319,7 +291,6 @@ class MedNeXtUNet(nn.Module):
         self.decoder = MedNeXtDecoder(self, deep_supervision)
         del self._drop_rates
         self.apply(self.initialize)
-        use_fast_layers(self)
 
     # -- construction helpers -------------------------------------------------------------------------------------
     def active_axes(self, level: int) -> tuple[bool, ...]:
@@ -360,7 +331,7 @@ class MedNeXtUNet(nn.Module):
                 f"input spatial size {tuple(x.shape[2:])} is not divisible by the network's total stride "
                 f"{self.total_stride} (product of the plan's strides); pad or crop the input"
             )
-        out = self.decoder(self.encoder(prepare_input(x)))
+        out = self.decoder(self.encoder(execution.prepare_input(x)))
         if isinstance(out, list):
             return [o.contiguous() for o in out]
         return out.contiguous()

@@ -25,16 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import (
-    ConvOp,
-    LayerNormChannelsFirst,
-    ResidualBranch,
-    make_norm,
-    pointwise,
-    same_padding,
-    transposed_conv_op,
-)
-from .recompute import branch_forward
+from . import execution
+from .layers import ConvOp, LayerNormChannelsFirst, conv_layer, make_norm, pointwise, same_padding, transposed_conv_op
+from .parts import ResidualBranch, RoyParts
 
 UPSAMPLE_ALIGNS = ("start", "end")
 
@@ -85,8 +78,9 @@ class MedNeXtV1Block(nn.Module):
                 output_padding=out_pad, groups=in_channels, bias=False,
             )
         else:
-            self.conv1 = conv_op(
-                in_channels, in_channels, kernel, stride=stride_t, padding=padding, groups=in_channels, bias=False
+            self.conv1 = conv_layer(
+                conv_op, in_channels, in_channels, kernel, stride=stride_t, padding=padding, groups=in_channels,
+                bias=False,
             )
         self.norm = make_norm(norm, in_channels, conv_op)
         self.conv2 = pointwise(conv_op, in_channels, exp_ratio * in_channels)
@@ -100,7 +94,7 @@ class MedNeXtV1Block(nn.Module):
                     in_channels, out_channels, 1, stride=stride_t, output_padding=out_pad
                 )
             else:
-                self.res_conv = conv_op(in_channels, out_channels, 1, stride=stride_t)
+                self.res_conv = conv_layer(conv_op, in_channels, out_channels, 1, stride=stride_t)
         self.in_channels, self.out_channels, self.exp_ratio = in_channels, out_channels, exp_ratio
 
     def expand(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,8 +105,17 @@ class MedNeXtV1Block(nn.Module):
         """The branch ``conv3(expand(x))`` (no layer scale, no drop path), for the execution policies."""
         return ResidualBranch(self.expand, self.conv3, (self.conv1, self.norm, self.conv2, self.act))
 
+    def roy_parts(self) -> RoyParts | None:
+        """The block layer by layer when its residual is the identity (no strided, transposed or widening skip)."""
+        if not self.do_res or self.res_conv is not None or self.start_pad:
+            return None
+        return RoyParts(self.conv1, self.norm, self.conv2, self.act, self.conv3)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = branch_forward(self.residual_branch(), x)
+        out = execution.fused_roy(self.roy_parts(), x)
+        if out is not None:
+            return out
+        h = execution.branch(self.residual_branch(), x)
         if self.do_res:
             h = h + (x if self.res_conv is None else self.res_conv(x))
         if self.start_pad:  # zero-padding is linear: padding the sum equals padding branch and residual apiece
