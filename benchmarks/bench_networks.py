@@ -5,7 +5,7 @@ For a 2D plan (224x224, 6 stages, strides 1,2,2,2,2,2) and a 3D plan (64^3, 5 st
 ``get_network_from_plans``:
 
 * ``mednext_t`` (seed MedNeXt, the default), also run with the plain PyTorch ops (``reference ops``: the
-  implementation before ``networks/fastops.py``, same weights and maths) so one run gives before and after;
+  implementation before ``networks/fastops/``, same weights and maths) so one run gives before and after;
 * ``mednextv1_s_k3`` (Roy et al. S, kernel 3);
 * nnU-Net's ``PlainConvUNet`` with nnU-Net's default plan kwargs (features 32 doubling, capped at 512 in 2D / 320 in
   3D, 2 convs per stage, conv bias, InstanceNorm, LeakyReLU): the baseline of every ratio.
@@ -643,20 +643,21 @@ NOTES = [
     "## Reading the numbers",
     "",
     "* `mednext_t` and `mednext_t (reference ops)` are the same network with the same weights; the difference is "
-    "`networks/fastops.py` (channels-last activations, 1x1 convs as GEMMs, faster depthwise backward, fused "
+    "`networks/fastops/` (channels-last activations, 1x1 convs as GEMMs, faster depthwise backward, fused "
     "autograd nodes that recompute norm and GELU outputs instead of saving them; `docs/architecture.md` section 9). "
-    "Their outputs and gradients agree to float rounding (`tests/test_fastops.py`).",
-    "* Where the time goes now (profiles below): GEMMs of the 1x1 convs on expanded maps, element-wise passes and "
-    "copies (norm apply, residual adds, layout changes), depthwise convolutions, and GELU (computed twice for "
-    "the maps that are recomputed in backward). None of them dominates; the U-Net's time is ~70 % dense "
+    "Their outputs and gradients agree to float rounding (`tests/test_fastops.py`). `(reference ops)` is what a "
+    "GPU runs without AMP: plain ops with selective recompute (`networks/recompute.py`); `(reference ops, no "
+    "recompute)` is plain autograd, the implementation before both.",
+    "* Where the time goes on the CPU route (profiles below): GEMMs of the 1x1 convs on expanded maps, element-wise "
+    "passes and copies (norm apply, residual adds, layout changes), depthwise convolutions, and GELU (computed "
+    "twice for the maps that are recomputed in backward). None of them dominates; the U-Net's time is ~70 % dense "
     "convolutions.",
     "* The Roy et al. network (`mednextv1_s_k3`) gets the layer-level speed-ups (GEMMs, depthwise backward, norm, "
-    "2D-sliced weight gradients of its strided and transposed 3D depthwise convs) and the fused plain block, but "
-    "its up/down blocks are not fused: the forward of a 3D transposed depthwise conv stays on oneDNN's generic "
-    "kernel (150 ms for 64 channels, 32^3 -> 64^3, about 20x the strided conv that reverses it), and an up block "
-    "expands to 2x its input channels at the output resolution.",
-    "* The fast paths are CPU paths. On CUDA the plain ops run (plus exact tap cropping and fused AdamW); measure "
-    "them with `--device cuda --amp`.",
+    "2D-sliced weight gradients of its strided and transposed 3D depthwise convs) and the fused plain block; its "
+    "up/down blocks are recomputed branches: the forward of a 3D transposed depthwise conv stays on oneDNN's "
+    "generic kernel (150 ms for 64 channels, 32^3 -> 64^3, about 20x the strided conv that reverses it).",
+    "* The fused nodes are CPU paths. On a GPU the plain ops run with selective recompute (the GPU-path section "
+    "above); measure them there with `--device cuda --amp` or `nnunetv2-mednext doctor`.",
     "",
 ]
 
@@ -742,7 +743,7 @@ def render(results: list[Result], profiles: list[dict], trainer: dict | None, ar
         "nnU-Net's default plan kwargs (features 32 doubling, capped at 512 in 2D and 320 in 3D; 2 convs per stage in "
         "encoder and decoder; conv bias; InstanceNorm; LeakyReLU). "
         f"`{OURS[0]}{REFERENCE_SUFFIX}` is the same network and weights run with the plain PyTorch ops "
-        "(`NNUNETV2_MEDNEXT_FAST_OPS=0`): the implementation before `networks/fastops.py`.",
+        "(`NNUNETV2_MEDNEXT_FAST_OPS=0`): the implementation before `networks/fastops/`.",
         "",
         "* **Params**: all parameters. **GMACs**: forward, one sample, deep supervision off, `FlopCounterMode` "
         "FLOPs / 2 (convolutions and matmuls only).",
@@ -835,7 +836,7 @@ def render_autocast(results: list[Result], args: argparse.Namespace, device: tor
         "## GPU path, measured on " + ("CPU" if cpu else "this GPU"),
         "",
         f"nnU-Net's trainers run the forward under autocast on a GPU; there the fused CPU nodes of "
-        f"`networks/fastops.py` step aside and the plain PyTorch ops run, with selective recompute "
+        f"`networks/fastops/` step aside and the plain PyTorch ops run, with selective recompute "
         f"(`networks/recompute.py`: each residual branch keeps only its input and recomputes its body in backward; "
         f"`NNUNETV2_MEDNEXT_RECOMPUTE=0` turns it off, the `{NO_RECOMPUTE_SUFFIX.strip(' ()')}` rows). Same plans, "
         f"batch and loss as above, every row under {dtype} autocast, the U-Net too.",
