@@ -469,3 +469,25 @@ def test_classifier_default_runs_its_ffn_sublayers_fused() -> None:
     assert_same_network(ref, fast, out_tol=1e-10, grad_tol=1e-7)
     for k, v in ref_state.items():  # BatchNorm running statistics included
         torch.testing.assert_close(fast_state[k], v, msg=k)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", "True True"), ("0", "False False"), ("", "False True")])
+def test_channels_last_setting(value: str, expected: str) -> None:
+    """``NNUNETV2_MEDNEXT_CHANNELS_LAST=1`` selects channels-last activations under autocast too (the GPU route a
+    device check can recommend); unset, only the CPU fast route uses them; ``0`` never."""
+    code = ("import torch; from nnunetv2_mednext.networks.fastops import prepare_input, is_channels_last\n"
+            "x = torch.randn(2, 3, 8, 8)\n"
+            "with torch.autocast('cpu', dtype=torch.bfloat16):\n    amp = is_channels_last(prepare_input(x))\n"
+            "print(amp, is_channels_last(prepare_input(x)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={"NNUNETV2_MEDNEXT_CHANNELS_LAST": value, "PATH": "", "OMP_NUM_THREADS": "1"})
+    assert proc.stdout.strip().splitlines()[-1] == expected, proc.stderr[-2000:]
+
+
+def test_invalid_switch_values_name_the_variable_and_the_fix() -> None:
+    for var in ("NNUNETV2_MEDNEXT_CHANNELS_LAST", "NNUNETV2_MEDNEXT_FAST_OPS"):
+        code = ("import torch; from nnunetv2_mednext.networks.fastops import prepare_input\n"
+                "prepare_input(torch.randn(1, 2, 4, 4))")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={var: "sometimes", "PATH": "", "OMP_NUM_THREADS": "1"})
+        assert proc.returncode != 0 and f"{var}='sometimes' is not valid; fix: use 1" in proc.stderr

@@ -24,28 +24,23 @@ memory, less compute). Under ``torch.compile`` the same branch function is wrapp
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from nnunetv2_mednext.envflags import env_flag
+
 from .parts import ResidualBranch, plain_branch, scale_view
 
 RECOMPUTE_ENV = "NNUNETV2_MEDNEXT_RECOMPUTE"
-_ON, _OFF = ("1", "on", "true", "yes"), ("0", "off", "false", "no")
 
-
-def _env_enabled() -> bool:
-    value = os.environ.get(RECOMPUTE_ENV, "").strip().lower()
-    if value and value not in _ON + _OFF:
-        raise ValueError(f"{RECOMPUTE_ENV}={value!r} is not valid; use 1 (recompute residual branches: less memory) "
-                         "or 0 (plain autograd: more memory, less compute)")
-    return value not in _OFF
-
-
-_STATE = {"enabled": _env_enabled(), "suspended": 0}
+_STATE = {
+    "enabled": bool(env_flag(RECOMPUTE_ENV, True, "recompute residual branches: less memory",
+                             "plain autograd: more memory, less compute")),
+    "suspended": 0,
+}
 
 
 def recompute_enabled() -> bool:
