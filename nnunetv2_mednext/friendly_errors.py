@@ -81,7 +81,8 @@ def _pretrained_message(exc: BaseException, tb: TracebackType | None) -> str | N
 
 
 # ----------------------------------------------------------------------------------------- data diagnoses
-PLAN_COMMANDS = ("nnUNetv2_plan_and_preprocess", "nnUNetv2_extract_fingerprint", "nnunetv2-mednext")
+PLAN_COMMANDS = ("nnUNetv2_plan_and_preprocess", "nnUNetv2_extract_fingerprint", "nnUNetv2_plan_experiment",
+                 "nnunetv2-mednext")
 PREDICT_COMMANDS = ("nnUNetv2_predict", "nnUNetv2_predict_from_modelfolder")
 _CONV_CHANNELS = re.compile(r"expected input\[[^\]]*\] to have (\d+) channels, but got (\d+) channels")
 _FRAMES_SEARCHED = 3  # innermost nnU-Net frames whose locals are searched for the files a diagnosis names
@@ -118,6 +119,8 @@ def _strings(value: object, depth: int = 4, budget: list[int] | None = None):  #
 
 
 def _holds(values: object, paths: frozenset[str], names: frozenset[str]) -> bool:
+    """Whether ``values`` hold one of ``paths`` (compared as absolute paths) or ``names`` (ids or paths)."""
+    paths = paths | {os.path.abspath(n) for n in names if os.sep in n}
     for text in _strings(values):
         if text in names or (os.sep in text and os.path.abspath(text) in paths):
             return True

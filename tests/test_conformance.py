@@ -9,8 +9,10 @@ then trains fold 0, predicts ``imagesTs`` and evaluates against ``labelsTs`` wit
   ``nnUNet_extTrainer``) with ``NNUNETV2_MEDNEXT_NO_AUTOREGISTER=1``: stock nnU-Net, no hook, no MedNeXt trainers;
 * ``nnUNetTrainerMedNeXt_tiny`` with the package installed;
 * on PNG RGB only (the format the package used to refuse), also a Roy V1 ``_tiny`` trainer and the stock trainer with
-  the package installed, and the end-of-training validation (skipped elsewhere with
-  ``NNUNETV2_MEDNEXT_FINAL_VALIDATION=0``, since ``nnUNetv2_predict`` runs the same predictor).
+  the package installed, nnU-Net's end-of-training validation and its multi-process predictor (``-npp 1 -nps 1``).
+  Elsewhere the validation is skipped (``NNUNETV2_MEDNEXT_FINAL_VALIDATION=0``) and ``-npp 0 -nps 0`` selects
+  nnU-Net's sequential predictor: the same reader, preprocessing and export without spawning processes, which cost
+  more than the tiny runs themselves (CI budget).
 
 Wherever stock nnU-Net succeeds the package's trainers must succeed; wherever it fails, the package's run must fail at
 the same step and print nnU-Net's own exception. ``NNUNETV2_MEDNEXT_CONFORMANCE_REPORT=FILE`` appends one JSON line
@@ -74,11 +76,12 @@ def _command(runner: NnUNetRunner, name: str, args: list[object], env: dict[str,
 def run_matrix_row(runner: NnUNetRunner, ds: int, fmt: Format, run: Run, out: Path) -> Run:
     """Train fold 0, predict imagesTs, evaluate: stops at the first failing step (recorded in ``run``)."""
     raw = runner.raw / runner.dataset_name(ds)
+    workers = 1 if fmt.key in FULL else 0  # 0 and 0: nnU-Net's own sequential predictor (same reader and export)
     steps = [
         ("train", "nnUNetv2_train", [ds, fmt.configuration, 0, "-tr", run.trainer, "-device", "cpu"],
          {"nnUNet_n_proc_DA": "0"}),
         ("predict", "nnUNetv2_predict", ["-i", raw / "imagesTs", "-o", out, "-d", ds, "-c", fmt.configuration, "-tr",
-                                         run.trainer, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1,
+                                         run.trainer, "-f", 0, "-device", "cpu", "-npp", workers, "-nps", workers,
                                          "--disable_progress_bar"], {}),
         ("evaluate", "nnUNetv2_evaluate_folder", [raw / "labelsTs", out, "-djfile", out / "dataset.json", "-pfile",
                                                   out / "plans.json", "-np", 1], {}),
@@ -157,9 +160,10 @@ def test_stock_failure_keeps_nnunets_reason_planning_with_n_proc_da_0(tmp_path: 
     runner = NnUNetRunner(tmp_path)
     make_format_dataset(runner.raw, 790, FORMATS["png_rgb"])
     args = ["-d", 790, "-c", "2d", "-npfp", 1, "-np", 1]
+    package, _ = _command(runner, "nnUNetv2_plan_and_preprocess", args, {"nnUNet_n_proc_DA": "0"})
+    # the second run reuses the fingerprint the first one extracted before failing
     stock, _ = _command(runner, "nnUNetv2_plan_and_preprocess", args,
                         {"nnUNet_n_proc_DA": "0", "NNUNETV2_MEDNEXT_NO_AUTOREGISTER": "1"})
-    package, _ = _command(runner, "nnUNetv2_plan_and_preprocess", args, {"nnUNet_n_proc_DA": "0"})
     reason = "RuntimeError: set_num_threads expects a positive integer"
     assert stock.returncode != 0 and nnunet_reason(stock.stderr) == reason, stock.stderr[-2000:]
     assert package.returncode != 0 and nnunet_reason(package.stderr) == reason, package.stderr[-2000:]
