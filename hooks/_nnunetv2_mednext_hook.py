@@ -2,9 +2,10 @@
 
 It appends the folder with nnunetv2-mednext's trainer shim to the ``nnUNet_extTrainer`` environment variable, so
 that the stock ``nnUNetv2_train`` / ``nnUNetv2_predict`` commands find ``nnUNetTrainerMedNeXt*``, and, in
-``nnUNetv2_*`` commands only, installs an exception hook that turns the failures it can explain into one line (it
-imports the package only when an exception reaches the top). It imports nothing but ``os`` and ``sys`` and never
-raises. Opt out of both with ``NNUNETV2_MEDNEXT_NO_AUTOREGISTER=1``.
+``nnUNetv2_*`` commands only, installs an exception hook that adds an explanation below nnU-Net's own error when it
+can explain the failure, and otherwise leaves nnU-Net's traceback alone (it imports the package only when an
+exception reaches the top). It imports nothing but ``os`` and ``sys`` and never raises. Opt out of both with
+``NNUNETV2_MEDNEXT_NO_AUTOREGISTER=1``.
 """
 
 import os

@@ -152,8 +152,23 @@ def test_read_only_results_folder(trained: NnUNetRunner, confined) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- prediction
+def explained(proc: subprocess.CompletedProcess, nnunet_error: str, *words: str) -> str:
+    """Failed, nnU-Net's own exception printed by the hook, then one line naming the problem and the fix; the main
+    process's traceback replaced (nnU-Net's worker processes print their own, which nobody hides)."""
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-2].startswith(f"nnunetv2-mednext: nnU-Net failed with {nnunet_error}"), lines[-2:]
+    assert "Traceback (most recent call last):\n  File \"" + nnunet_command("nnUNetv2_predict") not in proc.stderr
+    assert lines[-1].startswith("nnunetv2-mednext: error:") and "fix" in lines[-1], lines[-1]
+    for w in words:
+        assert w in lines[-1], (w, lines[-1])
+    return lines[-1]
+
+
 @pytest.mark.parametrize("kind", ["extra_channel", "no_suffix"])
 def test_predict_input_naming(trained: NnUNetRunner, tmp_path: Path, kind: str) -> None:
+    """Stock nnU-Net fails on these inputs too (a worker dies on the 2-channel case; a file without suffix becomes a
+    case with no files); the hook adds which file and why, below nnU-Net's own error."""
     src = trained.raw / trained.dataset_name(DS) / "imagesTs"
     inp = tmp_path / "in"
     inp.mkdir()
@@ -163,12 +178,15 @@ def test_predict_input_naming(trained: NnUNetRunner, tmp_path: Path, kind: str) 
     if kind == "extra_channel":
         first = sorted(inp.glob("*_0000.png"))[0]
         shutil.copy(first, first.with_name(first.name.replace("_0000", "_0001")))
-        words = ["_0000, _0001", "1 channel"]
+        error = "RuntimeError: Background workers died"
+        words = [first.name.replace("_0000.png", ""), "reads as 2 channel(s) with nnU-Net's NaturalImage2DIO",
+                 "the model (gray) has 1", "(_0000 only)"]
     else:
+        error = "IndexError: list index out of range"
         words = ["has no channel suffix", "_0000.png"]
     proc = _stock(trained, "nnUNetv2_predict", "-i", inp, "-o", tmp_path / "out", "-d", DS, "-c", "2d", "-tr", TRAINER,
                   "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1)
-    one_line(proc, *words)
+    explained(proc, error, *words)
 
 
 # ---------------------------------------------------------------------------------------------------- checkpoints

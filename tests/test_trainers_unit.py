@@ -147,10 +147,15 @@ def test_seed_from_env_makes_networks_and_sampling_repeat(monkeypatch: pytest.Mo
         seed_from_env()
 
 
-def test_budget_runs_can_skip_nnunets_final_validation(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``NNUNETV2_MEDNEXT_FINAL_VALIDATION=0`` skips the end-of-training validation of ``_budget`` runs only."""
+@pytest.mark.parametrize("length", ["budget", "tiny"])
+def test_short_runs_can_skip_nnunets_final_validation(monkeypatch: pytest.MonkeyPatch, length: str) -> None:
+    """``NNUNETV2_MEDNEXT_FINAL_VALIDATION=0`` skips the end-of-training validation of ``_budget`` and ``_tiny`` runs;
+    the ``_XXepochs`` lengths always validate."""
     from nnunetv2_mednext.errors import MedNeXtUserError
-    from nnunetv2_mednext.trainers.variants import FINAL_VALIDATION_ENV, _BudgetRun, final_validation_wanted
+    from nnunetv2_mednext.trainers.variants import FINAL_VALIDATION_ENV, LENGTHS, _ShortRun, final_validation_wanted
+
+    run = LENGTHS[length]
+    assert issubclass(run, _ShortRun) and not issubclass(LENGTHS["250epochs"], _ShortRun)
 
     class Base:
         def __init__(self) -> None:
@@ -162,7 +167,7 @@ def test_budget_runs_can_skip_nnunets_final_validation(monkeypatch: pytest.Monke
         def print_to_log_file(self, *args: object) -> None:
             self.calls.append(" ".join(map(str, args)))
 
-    class Budget(_BudgetRun, Base):
+    class Budget(run, Base):  # type: ignore[valid-type,misc]
         def __init__(self) -> None:  # the run length is not under test here
             Base.__init__(self)
 
@@ -177,4 +182,4 @@ def test_budget_runs_can_skip_nnunets_final_validation(monkeypatch: pytest.Monke
         assert trainer.calls == expected
     monkeypatch.setenv(FINAL_VALIDATION_ENV, "maybe")
     with pytest.raises(MedNeXtUserError, match=f"{FINAL_VALIDATION_ENV}='maybe' is not valid; fix: use 1"):
-        _BudgetRun.run_length()  # checked when the trainer is built, before nnU-Net writes a log
+        run.run_length()  # checked when the trainer is built, before nnU-Net writes a log

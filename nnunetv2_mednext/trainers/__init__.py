@@ -1,7 +1,7 @@
 """nnU-Net trainers for MedNeXt networks (``nnUNetTrainerMedNeXt*``).
 
-Importing this package installs an exception hook (``friendly_errors``) that prints :class:`MedNeXtUserError` and
-well-known nnU-Net failures as one line, so the stock ``nnUNetv2_*`` commands report problems without a traceback.
+Importing this package installs the exception hook (``friendly_errors``, also installed by the start-up hook) and
+hands it the trainer names for "did you mean" on an unknown ``-tr``; the hook never imports this package.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from nnunetv2_mednext.friendly_errors import install as install_friendly_errors
 
 from .base import nnUNetTrainerMedNeXt
 from .variants import *  # noqa: F403
-from .variants import TRAINERS
+from .variants import TRAINERS, trainer_names
 from .variants import __all__ as _variant_names
 
-install_friendly_errors()
+install_friendly_errors(trainer_names)
 
 __all__ = ["TRAINERS", "nnUNetTrainerMedNeXt", *_variant_names]

@@ -11,7 +11,6 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
 
 from nnunetv2_mednext.errors import MedNeXtUserError
-from nnunetv2_mednext.friendly_errors import check_predict_command_inputs
 
 from .network_from_plans import build_mednext_from_plans
 from .schedule import WarmupPolyLR
@@ -76,10 +75,11 @@ class nnUNetTrainerMedNeXt(nnUNetTrainer):
     ) -> nn.Module:
         """nnU-Net >= 2.7 builder signature; called on the class by the predictor (deep supervision off).
 
+        Builds the network from its arguments only (never the command line or the input files).
+
         ``NNUNETV2_MEDNEXT_CHECKPOINTING=1/0`` switches gradient checkpointing on or off for this run, whatever the
         variant's default (M/L on, the others off); it changes memory and speed, never the weights.
         """
-        check_predict_command_inputs(num_input_channels)
         overrides = dict(cls.mednext_overrides)
         checkpointing = checkpointing_from_env(os.environ.get(CHECKPOINTING_ENV))
         if checkpointing is not None:

@@ -22,7 +22,6 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_mednext.errors import MedNeXtUserError
-from nnunetv2_mednext.friendly_errors import check_predict_command_inputs
 
 from .base import nnUNetTrainerMedNeXt
 from .seeding import seed_from_env
@@ -80,17 +79,10 @@ class _Epochs(_RunLength):
         return cls.epochs, None, None, None
 
 
-class _TinyRun(_RunLength):
-    """Smoke-test length: 2 epochs x 4 iterations, 2 validation iterations, a checkpoint every epoch."""
-
-    @classmethod
-    def run_length(cls) -> tuple[int, int, int, int]:
-        return 2, 4, 2, 1
-
-
 def final_validation_wanted(value: str | None) -> bool:
     """Parse ``NNUNETV2_MEDNEXT_FINAL_VALIDATION`` (default on): ``0``/``off`` skips nnU-Net's end-of-training
-    validation of a ``_budget`` run (benchmarks that score a held-out test set need not pay for it)."""
+    validation of a ``_tiny`` or ``_budget`` run (benchmarks that score a held-out test set, and tests that predict
+    with ``nnUNetv2_predict`` anyway, need not pay for it)."""
     v = (value or "1").strip().lower()
     if v in ("1", "on", "true", "yes"):
         return True
@@ -100,24 +92,37 @@ def final_validation_wanted(value: str | None) -> bool:
                            "the default) or 0 (skip it)")
 
 
-class _BudgetRun(_RunLength):
-    """Run length from ``NNUNETV2_MEDNEXT_BUDGET=EPOCHS,ITERS[,VAL_ITERS]`` (default 1,10,2): fair CPU comparisons.
+class _ShortRun(_RunLength):
+    """A short run whose final validation ``NNUNETV2_MEDNEXT_FINAL_VALIDATION=0`` skips.
 
-    ``NNUNETV2_MEDNEXT_FINAL_VALIDATION=0`` skips nnU-Net's end-of-training validation of the fold (sliding window
-    with mirroring over every validation case: minutes on a CPU, longer than a short budget's training).
+    nnU-Net's end-of-training validation of the fold (sliding window with mirroring over every validation case) takes
+    minutes on a CPU, longer than a short run's training.
     """
-
-    @classmethod
-    def run_length(cls) -> tuple[int, int, int, int]:
-        epochs, iters, val_iters = parse_budget(os.environ.get(BUDGET_ENV))
-        final_validation_wanted(os.environ.get(FINAL_VALIDATION_ENV))  # a bad value fails before any work
-        return epochs, iters, val_iters, 1
 
     def perform_actual_validation(self, save_probabilities: bool = False) -> None:
         if final_validation_wanted(os.environ.get(FINAL_VALIDATION_ENV)):
             super().perform_actual_validation(save_probabilities)  # type: ignore[misc]
             return
         self.print_to_log_file(f"final validation skipped ({FINAL_VALIDATION_ENV}=0)")  # type: ignore[attr-defined]
+
+
+class _TinyRun(_ShortRun):
+    """Smoke-test length: 2 epochs x 4 iterations, 2 validation iterations, a checkpoint every epoch."""
+
+    @classmethod
+    def run_length(cls) -> tuple[int, int, int, int]:
+        final_validation_wanted(os.environ.get(FINAL_VALIDATION_ENV))  # a bad value fails before any work
+        return 2, 4, 2, 1
+
+
+class _BudgetRun(_ShortRun):
+    """Run length from ``NNUNETV2_MEDNEXT_BUDGET=EPOCHS,ITERS[,VAL_ITERS]`` (default 1,10,2): fair CPU comparisons."""
+
+    @classmethod
+    def run_length(cls) -> tuple[int, int, int, int]:
+        epochs, iters, val_iters = parse_budget(os.environ.get(BUDGET_ENV))
+        final_validation_wanted(os.environ.get(FINAL_VALIDATION_ENV))  # a bad value fails before any work
+        return epochs, iters, val_iters, 1
 
 
 def _epochs(n: int) -> tuple[str, type]:
@@ -137,8 +142,7 @@ SHORT_LENGTHS = ("tiny", "budget")
 # -- family bases that are not plain nnUNetTrainerMedNeXt ----------------------------------------------------------
 def _plans_network(plans_manager: Any, configuration_manager: Any, num_input_channels: int,
                    num_output_channels: int, enable_deep_supervision: bool = True) -> torch.nn.Module:
-    """nnU-Net's own builder (the network the plans name), after the checks every trainer of this package runs."""
-    check_predict_command_inputs(num_input_channels)
+    """nnU-Net's own builder: the network the plans name."""
     return nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
                                                     num_output_channels, enable_deep_supervision)
 
