@@ -49,7 +49,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
-from nnunetv2_mednext.pipeline import PLANNER_FOR_PLANS
+from nnunetv2_mednext.nnunet.pipeline import PLANNER_FOR_PLANS
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "acdc_ssl4mis_h5"

@@ -549,8 +549,8 @@ def trainer_step_isolated(args: argparse.Namespace) -> dict:
     folder variables at import)."""
     from PIL import Image
 
-    from nnunetv2_mednext.pipeline import NnUNetRunner
-    from nnunetv2_mednext.synthetic import make_synthetic_2d
+    from nnunetv2_mednext.nnunet.pipeline import NnUNetRunner
+    from nnunetv2_mednext.nnunet.synthetic import make_synthetic_2d
 
     h, w = args.trainer_patch
     with tempfile.TemporaryDirectory(prefix="bench_trainer_") as tmp:

@@ -27,7 +27,7 @@ from nnunetv2_mednext.networks import create_model, reference_topology
 from nnunetv2_mednext.networks.fastops import reference_ops
 from nnunetv2_mednext.networks.memory import cuda_norm_policy, peak_allocated_bytes, saved_tensor_bytes
 from nnunetv2_mednext.networks.recompute import recompute_suspended
-from nnunetv2_mednext.planners import mednext_planner as mp
+from nnunetv2_mednext.nnunet.planners import mednext_planner as mp
 
 CASES = [  # (variant, spatial dims, input shape (batch 2), stages)
     ("mednext_t", 2, (2, 1, 192, 192), 6),

@@ -113,7 +113,7 @@ def write_variant_plans(preprocessed: Path, plans_name: str) -> Path:
     configuration's ``architecture`` is the variant (or ``mednext_t`` with the option) built on that configuration's
     topology; everything else (patch, batch, preprocessed data) stays nnU-Net's."""
     from nnunetv2_mednext.networks.registry import design_option_kwargs
-    from nnunetv2_mednext.trainers.network_from_plans import MEDNEXT_CLASS_PATH, variant_arch_kwargs
+    from nnunetv2_mednext.nnunet.trainers.network_from_plans import MEDNEXT_CLASS_PATH, variant_arch_kwargs
 
     if plans_name.startswith(OPTION_PLANS_PREFIX):
         variant, overrides = "mednext_t", design_option_kwargs(plans_name[len(OPTION_PLANS_PREFIX):])

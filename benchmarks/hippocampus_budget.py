@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from nnunetv2_mednext.evaluation.compare import count_parameters, epoch_times
-from nnunetv2_mednext.pipeline import PLANNER_FOR_PLANS, NnUNetRunner
+from nnunetv2_mednext.nnunet.pipeline import PLANNER_FOR_PLANS, NnUNetRunner
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINERS = ("nnUNetTrainerMedNeXtRefUNet_budget", "nnUNetTrainerMedNeXt_budget")

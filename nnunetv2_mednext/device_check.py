@@ -151,7 +151,7 @@ def trainer_class(net: str) -> type:
         from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
         return nnUNetTrainer
-    from nnunetv2_mednext.trainers.variants import TRAINERS
+    from nnunetv2_mednext.nnunet.trainers.variants import TRAINERS
 
     return TRAINERS[name]
 
@@ -393,7 +393,7 @@ def planner_estimate(net_name: str, proxy: int, batch: int, dims: int, device_ty
     compared with the peak bytes allocated by a step on the GPU path). ``PlainConvUNet``: nnU-Net's reference
     values (GPU only).
     """
-    from nnunetv2_mednext.planners import mednext_planner as mp
+    from nnunetv2_mednext.nnunet.planners import mednext_planner as mp
 
     if net_name != "PlainConvUNet":
         if device_type == "cuda":
@@ -429,7 +429,7 @@ def planner_rows(matrix: list[dict], device_type: str) -> list[dict]:
 
 def refit_advice(rows: list[dict], device_type: str) -> list[str]:
     """How to re-fit the MedNeXt planner's constants from the planner rows (printed and written to the report)."""
-    from nnunetv2_mednext.planners import mednext_planner as mp
+    from nnunetv2_mednext.nnunet.planners import mednext_planner as mp
 
     fit_rows = [r for r in rows if r["net"] != "PlainConvUNet" and not r["checkpointing"] and "bytes_per_proxy_unit" in r]
     lines = []
@@ -444,7 +444,7 @@ def refit_advice(rows: list[dict], device_type: str) -> list[str]:
                      f"(= BYTES_PER_PROXY_UNIT_AMP {mp.BYTES_PER_PROXY_UNIT_AMP} x OVERHEAD_FACTOR "
                      f"{mp.OVERHEAD_FACTOR}).")
         if abs(fit / now - 1) > RATIO_TOLERANCE:
-            lines.append(f"Outside ±{RATIO_TOLERANCE:.0%}: re-fit in nnunetv2_mednext/planners/mednext_planner.py by "
+            lines.append(f"Outside ±{RATIO_TOLERANCE:.0%}: re-fit in nnunetv2_mednext/nnunet/planners/mednext_planner.py by "
                          f"setting OVERHEAD_FACTOR = {fit / mp.BYTES_PER_PROXY_UNIT_AMP:.3f} "
                          f"(so that BYTES_PER_PROXY_UNIT = {fit:.3f}); keep BYTES_PER_PROXY_UNIT_AMP (CPU-measured by "
                          "benchmarks/calibrate_planner.py), re-run this check and the planner tests.")
@@ -884,8 +884,8 @@ def nnunet_train_run(out_dir: Path, gpus: int, timeout_s: float, device: str = "
     The 1-GPU run compiles, as nnU-Net does by default on CUDA. The 2-GPU run keeps compile off: DDP with batch 1 per
     GPU plus torch.compile and deep supervision is a crash nnU-Net itself warns about.
     """
-    from nnunetv2_mednext.pipeline import NnUNetRunner, nnunet_command
-    from nnunetv2_mednext.synthetic import make_synthetic_3d
+    from nnunetv2_mednext.nnunet.pipeline import NnUNetRunner, nnunet_command
+    from nnunetv2_mednext.nnunet.synthetic import make_synthetic_3d
 
     trainer = "nnUNetTrainerMedNeXt_tiny"
     compile_flag = "1" if gpus == 1 else "0"

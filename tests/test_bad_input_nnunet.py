@@ -18,8 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from nnunetv2_mednext.pipeline import NnUNetRunner, nnunet_command
-from nnunetv2_mednext.synthetic import make_synthetic_2d
+from nnunetv2_mednext.nnunet.pipeline import NnUNetRunner, nnunet_command
+from nnunetv2_mednext.nnunet.synthetic import make_synthetic_2d
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +88,7 @@ def test_plan_and_preprocess_on_broken_raw_data(trained: NnUNetRunner, kind: str
 
 
 def test_wrapper_integrity_check_finds_truncated_nifti(trained: NnUNetRunner) -> None:
-    from nnunetv2_mednext.synthetic import make_synthetic_3d
+    from nnunetv2_mednext.nnunet.synthetic import make_synthetic_3d
 
     folder = make_synthetic_3d(trained.raw, 983, n_train=3, n_test=0, shape=(8, 16, 16), name="Truncated")
     victim = folder / "imagesTr" / "synth_001_0000.nii.gz"
@@ -214,7 +214,7 @@ def test_resume_after_sigkill(trained: NnUNetRunner, tmp_path: Path) -> None:
     ext.mkdir()
     (ext / "killed_trainer.py").write_text(
         "import os, signal\n"
-        "from nnunetv2_mednext.trainers.variants import nnUNetTrainerMedNeXt_budget\n\n\n"
+        "from nnunetv2_mednext.nnunet.trainers.variants import nnUNetTrainerMedNeXt_budget\n\n\n"
         "class nnUNetTrainerMedNeXtKillTest(nnUNetTrainerMedNeXt_budget):\n"
         "    def on_epoch_end(self):\n"
         "        super().on_epoch_end()\n"

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 from conformance_data import FORMATS, STOCK_TRAINER, Format, make_format_dataset, write_stock_trainer
 
-from nnunetv2_mednext.pipeline import NnUNetRunner, nnunet_command
+from nnunetv2_mednext.nnunet.pipeline import NnUNetRunner, nnunet_command
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +109,7 @@ def _report(fmt: Format, runs: list[Run]) -> None:
 
 @pytest.mark.parametrize("key", list(FORMATS))
 def test_package_trainers_pass_wherever_stock_nnunet_passes(tmp_path: Path, key: str) -> None:
-    from nnunetv2_mednext.dataset_check import check_prediction_inputs, check_raw_dataset
+    from nnunetv2_mednext.nnunet.dataset_check import check_prediction_inputs, check_raw_dataset
 
     fmt = FORMATS[key]
     ds = 700 + list(FORMATS).index(key)

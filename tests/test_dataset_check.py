@@ -14,8 +14,8 @@ import pytest
 from conformance_data import FORMATS, make_format_dataset
 from PIL import Image
 
-from nnunetv2_mednext import friendly_errors
-from nnunetv2_mednext.dataset_check import DataProblemError, check_prediction_inputs, check_raw_dataset
+from nnunetv2_mednext.nnunet import friendly_errors
+from nnunetv2_mednext.nnunet.dataset_check import DataProblemError, check_prediction_inputs, check_raw_dataset
 
 
 def _dataset(tmp_path: Path, key: str) -> Path:
@@ -161,7 +161,7 @@ def test_network_builders_never_read_the_command_line(monkeypatch: pytest.Monkey
     """A predict command line with an input folder that does not exist: building the network does not look."""
     from types import SimpleNamespace
 
-    from nnunetv2_mednext.trainers import TRAINERS
+    from nnunetv2_mednext.nnunet.trainers import TRAINERS
 
     arch = {"n_stages": 4, "features_per_stage": [32, 64, 128, 256], "conv_op": "torch.nn.modules.conv.Conv2d",
             "kernel_sizes": [[3, 3]] * 4, "strides": [[1, 1], [2, 2], [2, 2], [2, 2]], "n_conv_per_stage": [2] * 4,
@@ -185,6 +185,6 @@ def test_friendly_errors_does_not_import_the_trainers() -> None:
     modules = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not any("trainers" in m for m in modules), modules
-    import nnunetv2_mednext.trainers  # noqa: F401 -- registers the names
+    import nnunetv2_mednext.nnunet.trainers  # noqa: F401 -- registers the names
 
     assert "did you mean nnUNetTrainerMedNeXt_tiny" in friendly_errors.unknown_trainer_message("nnUNetTrainerMedNext_tiny")

@@ -17,7 +17,7 @@ from torch import nn
 
 from nnunetv2_mednext import device_check as dc
 from nnunetv2_mednext import gpu
-from nnunetv2_mednext.planners import mednext_planner as mp
+from nnunetv2_mednext.nnunet.planners import mednext_planner as mp
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,8 +23,8 @@ import torch
 
 from nnunetv2_mednext.errors import MedNeXtUserError
 from nnunetv2_mednext.networks import MedNeXtUNet, create_model, roy_state_dict
-from nnunetv2_mednext.pipeline import nnunet_command
-from nnunetv2_mednext.trainers.import_v1 import IMPORT_PLANS_NAME, import_v1_checkpoint
+from nnunetv2_mednext.nnunet.pipeline import nnunet_command
+from nnunetv2_mednext.nnunet.trainers.import_v1 import IMPORT_PLANS_NAME, import_v1_checkpoint
 
 PATCH = (32, 32, 32)
 SPACING = (1.0, 1.0, 1.0)

@@ -19,8 +19,8 @@ import torch
 from conftest import requires_shared_data, shared_data
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunetv2_mednext.pipeline import NnUNetRunner, nnunet_command
-from nnunetv2_mednext.synthetic import make_synthetic_2d, make_synthetic_3d
+from nnunetv2_mednext.nnunet.pipeline import NnUNetRunner, nnunet_command
+from nnunetv2_mednext.nnunet.synthetic import make_synthetic_2d, make_synthetic_3d
 
 pytestmark = pytest.mark.slow
 
@@ -150,7 +150,7 @@ def test_recipe_control_trains_nnunets_unet_with_the_mednext_recipe(synth: NnUNe
 
 def test_compare_on_two_tiny_trained_runs(synth: NnUNetRunner, tmp_path: Path) -> None:
     """``nnunetv2-mednext compare`` on real results folders: table, missing fold, params, epoch time, plot."""
-    from nnunetv2_mednext.trainers import TRAINERS
+    from nnunetv2_mednext.nnunet.trainers import TRAINERS
 
     pm = _plans_manager(synth)
     ref, med = "nnUNetTrainerMedNeXtRefUNet_tiny", "nnUNetTrainerMedNeXt_tiny"
@@ -267,7 +267,7 @@ def test_anisotropic_3d_plan_from_the_mednext_planner(tmp_path: Path) -> None:
 
 def _assert_within_memory_target(cfg: dict, target_gb: float) -> None:
     """Planner memory model: batch x proxy(patch) x bytes per unit fits the target (up to the batch rounding)."""
-    from nnunetv2_mednext.planners import mednext_planner as mp
+    from nnunetv2_mednext.nnunet.planners import mednext_planner as mp
 
     arch = cfg["architecture"]
     with torch.device("meta"):

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from nnunetv2_mednext.networks import create_model, reference_topology
-from nnunetv2_mednext.planners import mednext_planner as mp
+from nnunetv2_mednext.nnunet.planners import mednext_planner as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import calibrate_planner

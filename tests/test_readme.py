@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nnunetv2_mednext.cli import build_parser
-from nnunetv2_mednext.trainers.variants import TRAINERS
+from nnunetv2_mednext.nnunet.trainers.variants import TRAINERS
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -14,9 +14,9 @@ import torch
 
 from nnunetv2_mednext.networks import check_roy_layout
 from nnunetv2_mednext.networks.roy_weights import RoyWeightsError
-from nnunetv2_mednext.trainers.base import nnUNetTrainerMedNeXt
-from nnunetv2_mednext.trainers.network_from_plans import roy_topology, variant_arch_kwargs
-from nnunetv2_mednext.trainers.variants import TRAINERS
+from nnunetv2_mednext.nnunet.trainers.base import nnUNetTrainerMedNeXt
+from nnunetv2_mednext.nnunet.trainers.network_from_plans import roy_topology, variant_arch_kwargs
+from nnunetv2_mednext.nnunet.trainers.variants import TRAINERS
 
 
 def stock_plan(strides, kernels=None, features=None) -> dict:
@@ -146,8 +146,8 @@ def test_v1_recipe_is_roys(name: str, warm: bool, decay_everything: bool) -> Non
 def test_v1_planner_writes_roy_plans_and_the_trainer_trains_all_five_heads(tmp_path: Path) -> None:
     """The wrapper route ``nnunetv2-mednext plan_and_preprocess -pl nnUNetPlannerMedNeXtV1_S_k3``, then a tiny stock
     training: the bottleneck head exists in the checkpoint and received gradients (AdamW moments are non-zero)."""
-    from nnunetv2_mednext.pipeline import NnUNetRunner
-    from nnunetv2_mednext.synthetic import make_synthetic_2d
+    from nnunetv2_mednext.nnunet.pipeline import NnUNetRunner
+    from nnunetv2_mednext.nnunet.synthetic import make_synthetic_2d
 
     runner = NnUNetRunner(tmp_path)
     make_synthetic_2d(runner.raw, 993, n_train=6, n_test=1, size=64)

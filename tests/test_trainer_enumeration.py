@@ -17,8 +17,8 @@ import sys
 import numpy as np
 import pytest
 
-from nnunetv2_mednext.pipeline import NnUNetRunner
-from nnunetv2_mednext.synthetic import make_synthetic_2d
+from nnunetv2_mednext.nnunet.pipeline import NnUNetRunner
+from nnunetv2_mednext.nnunet.synthetic import make_synthetic_2d
 
 DS = 993
 BUDGET = "3,7,2"
@@ -74,7 +74,7 @@ def _expected_length(name: str) -> tuple[int, int, int]:
 
 
 def test_every_exported_trainer_constructs_and_initialises_as_nnunetv2_train_does(planned: NnUNetRunner) -> None:
-    from nnunetv2_mednext.trainers import TRAINERS
+    from nnunetv2_mednext.nnunet.trainers import TRAINERS
 
     env = planned.env({"NNUNETV2_MEDNEXT_BUDGET": BUDGET, "OMP_NUM_THREADS": "1"})
     env.pop("nnUNet_extTrainer", None)  # what a fresh shell has: the start-up hook registers our folder
@@ -107,8 +107,8 @@ def test_every_registered_planner_plans_through_the_wrapper(planned: NnUNetRunne
 
     import torch
 
-    from nnunetv2_mednext.planners import PLANNERS
-    from nnunetv2_mednext.planners import mednext_planner as mp
+    from nnunetv2_mednext.nnunet.planners import PLANNERS
+    from nnunetv2_mednext.nnunet.planners import mednext_planner as mp
 
     target_gb = 2.0
     cmd = [sys.executable, "-m", "nnunetv2_mednext", "plan_and_preprocess", "-d", str(DS), "-c", "2d", "--no_pp",

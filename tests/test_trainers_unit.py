@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from nnunetv2_mednext.errors import MedNeXtUserError
-from nnunetv2_mednext.trainers.base import CHECKPOINTING_ENV, checkpointing_from_env, nnUNetTrainerMedNeXt
-from nnunetv2_mednext.trainers.network_from_plans import build_mednext_from_plans, check_patch_size
-from nnunetv2_mednext.trainers.schedule import WarmupPolyLR
-from nnunetv2_mednext.trainers.threads import apply_thread_env
-from nnunetv2_mednext.trainers.upkern_checkpoint import default_target_trainer, upkern_checkpoint
-from nnunetv2_mednext.trainers.variants import TRAINERS, parse_budget
+from nnunetv2_mednext.nnunet.trainers.base import CHECKPOINTING_ENV, checkpointing_from_env, nnUNetTrainerMedNeXt
+from nnunetv2_mednext.nnunet.trainers.network_from_plans import build_mednext_from_plans, check_patch_size
+from nnunetv2_mednext.nnunet.trainers.schedule import WarmupPolyLR
+from nnunetv2_mednext.nnunet.trainers.threads import apply_thread_env
+from nnunetv2_mednext.nnunet.trainers.upkern_checkpoint import default_target_trainer, upkern_checkpoint
+from nnunetv2_mednext.nnunet.trainers.variants import TRAINERS, parse_budget
 
 
 def test_warmup_poly_values_by_hand() -> None:
@@ -120,7 +120,7 @@ def test_upkern_target_names_and_errors(tmp_path: Path) -> None:
 
 def test_every_trainer_applies_the_thread_setting() -> None:
     """Each trainer's __init__ chain passes through exactly one class that calls ``apply_thread_env``."""
-    from nnunetv2_mednext.trainers.variants import _RefUNet
+    from nnunetv2_mednext.nnunet.trainers.variants import _RefUNet
 
     for name, cls in TRAINERS.items():
         assert issubclass(cls, nnUNetTrainerMedNeXt) != issubclass(cls, _RefUNet), name
@@ -129,7 +129,7 @@ def test_every_trainer_applies_the_thread_setting() -> None:
 def test_seed_from_env_makes_networks_and_sampling_repeat(monkeypatch: pytest.MonkeyPatch) -> None:
     import numpy as np
 
-    from nnunetv2_mednext.trainers.seeding import SEED_ENV, seed_from_env
+    from nnunetv2_mednext.nnunet.trainers.seeding import SEED_ENV, seed_from_env
 
     cfg = _config([64, 64], [[1, 1], [2, 2], [2, 2], [2, 2]])
     monkeypatch.delenv(SEED_ENV, raising=False)
@@ -152,7 +152,12 @@ def test_short_runs_can_skip_nnunets_final_validation(monkeypatch: pytest.Monkey
     """``NNUNETV2_MEDNEXT_FINAL_VALIDATION=0`` skips the end-of-training validation of ``_budget`` and ``_tiny`` runs;
     the ``_XXepochs`` lengths always validate."""
     from nnunetv2_mednext.errors import MedNeXtUserError
-    from nnunetv2_mednext.trainers.variants import FINAL_VALIDATION_ENV, LENGTHS, _ShortRun, final_validation_wanted
+    from nnunetv2_mednext.nnunet.trainers.variants import (
+        FINAL_VALIDATION_ENV,
+        LENGTHS,
+        _ShortRun,
+        final_validation_wanted,
+    )
 
     run = LENGTHS[length]
     assert issubclass(run, _ShortRun) and not issubclass(LENGTHS["250epochs"], _ShortRun)

@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import tempfile
 
-    from nnunetv2_mednext.demo import DEFAULT_TRAINERS, run_demo
     from nnunetv2_mednext.errors import MedNeXtUserError
+    from nnunetv2_mednext.nnunet.demo import DEFAULT_TRAINERS, run_demo
 
     for name in ("epochs", "iters", "val_iters", "n_train", "size", "threads"):
         if getattr(args, name) < 1:

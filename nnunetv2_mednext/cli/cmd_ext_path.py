@@ -14,9 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from nnunetv2_mednext.nnunet.startup_hook import shim_folder
 
-    import nnunetv2_mednext
-
-    print(Path(nnunetv2_mednext.__file__).resolve().parent / "_nnunet_ext")
+    print(shim_folder())
     return 0

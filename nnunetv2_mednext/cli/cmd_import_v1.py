@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_mednext.trainers.import_v1 import IMPORT_PLANS_NAME, import_v1_checkpoint
+    from nnunetv2_mednext.nnunet.trainers.import_v1 import IMPORT_PLANS_NAME, import_v1_checkpoint
 
     info = import_v1_checkpoint(args.checkpoint, args.output, args.fold, args.trainer, args.configuration,
                                 args.dataset_json, args.dataset_name, args.overwrite)

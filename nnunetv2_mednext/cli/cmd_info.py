@@ -43,8 +43,8 @@ def trainer_lookup_check(name: str = "nnUNetTrainerMedNeXt") -> tuple[bool, str]
 
 def list_trainers_and_planners() -> None:
     """One line per trainer (family table of ``trainers/variants.py``) and planner."""
-    from nnunetv2_mednext.planners import PLANNERS
-    from nnunetv2_mednext.trainers import TRAINERS
+    from nnunetv2_mednext.nnunet.planners import PLANNERS
+    from nnunetv2_mednext.nnunet.trainers import TRAINERS
 
     print(f"trainers ({len(TRAINERS)}; nnUNetv2_train ... -tr NAME):")
     for name, cls in TRAINERS.items():

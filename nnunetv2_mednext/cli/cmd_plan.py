@@ -28,7 +28,7 @@ def install_planner_lookup() -> None:
     """Make nnU-Net's planner lookup (``-pl NAME``) resolve our planners first; nnU-Net's own still work."""
     import nnunetv2.experiment_planning.plan_and_preprocess_api as api
 
-    from nnunetv2_mednext.planners import PLANNERS
+    from nnunetv2_mednext.nnunet.planners import PLANNERS
 
     if getattr(api.recursive_find_python_class, "_mednext", False):
         return
@@ -51,8 +51,8 @@ def install_planner_lookup() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_mednext.dataset_check import check_raw_dataset
-    from nnunetv2_mednext.nnunet_env import find_dataset, require_env
+    from nnunetv2_mednext.nnunet.dataset_check import check_raw_dataset
+    from nnunetv2_mednext.nnunet.env import find_dataset, require_env
 
     env = require_env()
     full = "--verify_dataset_integrity" in getattr(args, "extra", [])
@@ -77,7 +77,7 @@ def check_planner_names(names: list[str]) -> None:
     import difflib
 
     from nnunetv2_mednext.errors import MedNeXtUserError
-    from nnunetv2_mednext.planners import PLANNERS
+    from nnunetv2_mednext.nnunet.planners import PLANNERS
 
     known = [*PLANNERS, *nnunet_planner_names()]
     for name in names:

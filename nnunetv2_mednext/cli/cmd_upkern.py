@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_mednext.trainers.upkern_checkpoint import upkern_checkpoint
+    from nnunetv2_mednext.nnunet.trainers.upkern_checkpoint import upkern_checkpoint
 
     info = upkern_checkpoint(args.checkpoint, args.output, args.trainer, args.overwrite)
     print(f"wrote {args.output}: {info['resized']} depthwise kernels resized, {info['copied']} tensors copied "

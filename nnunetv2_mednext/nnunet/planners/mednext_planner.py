@@ -22,7 +22,7 @@ from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_en
 
 from nnunetv2_mednext.networks import MedNeXtUNet
 from nnunetv2_mednext.networks.recompute import recompute_enabled
-from nnunetv2_mednext.trainers.network_from_plans import MEDNEXT_CLASS_PATH, variant_arch_kwargs
+from nnunetv2_mednext.nnunet.trainers.network_from_plans import MEDNEXT_CLASS_PATH, variant_arch_kwargs
 
 # Memory model (docs/nnunet.md, benchmarks/calibrate_planner.py). The proxy (``compute_conv_feature_map_size``)
 # counts the feature maps a training step keeps under selective recompute plus the largest branch's maps, which

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from nnunetv2_mednext.errors import MedNeXtUserError
 from nnunetv2_mednext.evaluation.compare import count_parameters, epoch_times
-from nnunetv2_mednext.pipeline import PLANNER_FOR_PLANS, NnUNetRunner
-from nnunetv2_mednext.synthetic import make_synthetic_2d
+from nnunetv2_mednext.nnunet.pipeline import PLANNER_FOR_PLANS, NnUNetRunner
+from nnunetv2_mednext.nnunet.synthetic import make_synthetic_2d
 
 DEMO_DATASET_ID = 990
 DEFAULT_TRAINERS = (
@@ -36,7 +36,7 @@ def check_trainer_names(trainers: Sequence[str]) -> None:
     """Unknown trainer names fail before minutes of planning, with the closest names."""
     import difflib
 
-    from nnunetv2_mednext.trainers.variants import trainer_names
+    from nnunetv2_mednext.nnunet.trainers.variants import trainer_names
 
     known = trainer_names()
     for name in trainers:

@@ -1,5 +1,9 @@
 """Start-up hook installed by nnunetv2-mednext (through a .pth file in site-packages).
 
+The wheel installs this file as the top-level module ``_nnunetv2_mednext_hook`` next to
+``nnunetv2_mednext_autoregister.pth`` (both from this folder, see ``pyproject.toml``), so it runs at every interpreter
+start of the environment; it must stay cheap and self-contained.
+
 It appends the folder with nnunetv2-mednext's trainer shim to the ``nnUNet_extTrainer`` environment variable, so
 that the stock ``nnUNetv2_train`` / ``nnUNetv2_predict`` commands find ``nnUNetTrainerMedNeXt*``, and, in
 ``nnUNetv2_*`` commands only, installs an exception hook that adds an explanation below nnU-Net's own error when it
@@ -12,12 +16,13 @@ import os
 import sys
 
 _VAR = "nnUNet_extTrainer"
+SHIM = ("nnunetv2_mednext", "nnunet", "ext_trainers")  # the folder nnU-Net searches, from site-packages
 
 
 def shim_folder() -> str:
     """The shim folder next to this file (wheel install), else wherever ``nnunetv2_mednext`` lives (editable)."""
     here = os.path.dirname(os.path.abspath(__file__))
-    folder = os.path.join(here, "nnunetv2_mednext", "_nnunet_ext")
+    folder = os.path.join(here, *SHIM)
     if os.path.isdir(folder):
         return folder
     import importlib.util
@@ -25,12 +30,12 @@ def shim_folder() -> str:
     spec = importlib.util.find_spec("nnunetv2_mednext")
     if spec is None or not spec.submodule_search_locations:
         return folder
-    return os.path.join(next(iter(spec.submodule_search_locations)), "_nnunet_ext")
+    return os.path.join(next(iter(spec.submodule_search_locations)), *SHIM[1:])
 
 
 def _lazy_excepthook(exc_type, exc, tb, _previous=sys.excepthook):  # type: ignore[no-untyped-def]
     try:
-        from nnunetv2_mednext.friendly_errors import excepthook
+        from nnunetv2_mednext.nnunet.friendly_errors import excepthook
     except Exception:
         _previous(exc_type, exc, tb)
         return

@@ -6,7 +6,7 @@ hands it the trainer names for "did you mean" on an unknown ``-tr``; the hook ne
 
 from __future__ import annotations
 
-from nnunetv2_mednext.friendly_errors import install as install_friendly_errors
+from nnunetv2_mednext.nnunet.friendly_errors import install as install_friendly_errors
 
 from .base import nnUNetTrainerMedNeXt
 from .variants import *  # noqa: F403

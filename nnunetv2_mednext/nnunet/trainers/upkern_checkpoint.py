@@ -48,7 +48,7 @@ def upkern_checkpoint(source: str | Path, output: str | Path, target_trainer: st
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from nnunetv2_mednext.trainers.variants import TRAINERS
+    from nnunetv2_mednext.nnunet.trainers.variants import TRAINERS
 
     source, output = Path(source), Path(output)
     if output.exists() and not overwrite:

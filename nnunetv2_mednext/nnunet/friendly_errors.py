@@ -160,8 +160,8 @@ def explains(problem: object, exc: BaseException, tb: TracebackType | None) -> b
 
 def _data_problems(argv: Sequence[str]):  # type: ignore[no-untyped-def]
     """The data problems behind the command ``argv``, cheapest check first (a generator: stops when one explains)."""
-    from nnunetv2_mednext import dataset_check
-    from nnunetv2_mednext.nnunet_env import find_dataset
+    from nnunetv2_mednext.nnunet import dataset_check
+    from nnunetv2_mednext.nnunet.env import find_dataset
 
     cmd = command_name(argv)
     raw = os.environ.get("nnUNet_raw")
@@ -183,7 +183,7 @@ def _data_problems(argv: Sequence[str]):  # type: ignore[no-untyped-def]
 
 def _diagnose_data(exc: BaseException, tb: TracebackType | None, argv: Sequence[str]) -> str | None:
     """After a failed nnU-Net command, check the data it was given; the problem found if it explains ``exc``."""
-    from nnunetv2_mednext.dataset_check import DataProblemError
+    from nnunetv2_mednext.nnunet.dataset_check import DataProblemError
 
     try:
         for check in _data_problems(argv):
@@ -207,7 +207,7 @@ def _model_folder(argv: Sequence[str]) -> Path | None:
     d, c = _arg_values(argv, "-d"), _arg_values(argv, "-c")
     if not (results and d and c):
         return None
-    from nnunetv2_mednext.nnunet_env import find_dataset
+    from nnunetv2_mednext.nnunet.env import find_dataset
 
     tr = (_arg_values(argv, "-tr") or ["nnUNetTrainer"])[0]
     p = (_arg_values(argv, "-p") or ["nnUNetPlans"])[0]
