@@ -18,3 +18,15 @@ def test_docs_name_no_machine_paths(path: Path) -> None:
     bad = [f"{path.name}:{i}: {line.strip()[:120]}" for i, line in enumerate(path.read_text().splitlines(), 1)
            if FORBIDDEN.search(line)]
     assert not bad, "use $nnUNet_raw-style variables or repository-relative paths:\n" + "\n".join(bad)
+
+
+def test_trainers_doc_lists_every_exported_name() -> None:
+    """``docs/trainers.md`` is the generated catalogue of the installed package, name for name."""
+    from nnunetv2_mednext.nnunet.planners import PLANNERS
+    from nnunetv2_mednext.nnunet.trainers import TRAINERS
+    from nnunetv2_mednext.nnunet.trainers.catalog import catalog_markdown
+
+    text = (ROOT / "docs" / "trainers.md").read_text()
+    assert text == catalog_markdown(), "regenerate: nnunetv2-mednext info --trainers --markdown > docs/trainers.md"
+    listed = set(re.findall(r"^\| `(\w+)` \|", text, flags=re.M))
+    assert listed == set(TRAINERS) | set(PLANNERS)

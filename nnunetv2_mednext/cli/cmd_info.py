@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-lookup", action="store_true", help="skip the (slow, ~10 s) nnU-Net trainer lookup check")
     parser.add_argument("--trainers", action="store_true",
                         help="list every trainer (-tr name) and planner (-pl name) of this package and stop")
+    parser.add_argument("--markdown", action="store_true",
+                        help="with --trainers: the list as docs/trainers.md (markdown tables)")
 
 
 def _version(dist: str) -> str:
@@ -56,7 +58,12 @@ def list_trainers_and_planners() -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.trainers:
-        list_trainers_and_planners()
+        if args.markdown:
+            from nnunetv2_mednext.nnunet.trainers.catalog import catalog_markdown
+
+            print(catalog_markdown(), end="")
+        else:
+            list_trainers_and_planners()
         return 0
     import nnunetv2
     import torch

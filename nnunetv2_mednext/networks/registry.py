@@ -72,6 +72,7 @@ class SegVariant:
 
     name: str
     block: str
+    size: str  # the size letter of the family: T/S/B (seed), S/B/M/L (Roy et al.)
     widths: tuple[int, ...] | None  # None: use the plan's features_per_stage
     n_blocks: tuple[int, ...]
     n_blocks_decoder: tuple[int, ...]
@@ -160,24 +161,28 @@ def _seg(variant: SegVariant) -> None:
     register_model(variant.name, "segmentation")(factory)
 
 
+# The one table of segmentation variants: the registry, the nnU-Net trainer families (nnunet/trainers/variants.py)
+# and the planner presets (nnunet/planners/mednext_planner.py) are all derived from it.
 _SEED_DESC = "Seed MedNeXt U-Net ({}): SEM / LA-FFN / SDW-FFN blocks from 1/8 resolution, Roy et al. blocks above."
-_seg(SegVariant("mednext_t", "seed", (32, 64, 96, 128, 160, 192, 224, 256), (1, 1, 1, 2, 2, 2), (1,), (2, 2, 2, 4), (2, 2, 2, 4),
-                n_light_levels=3, description=_SEED_DESC.format("T, the default")))
-_seg(SegVariant("mednext_s", "seed", (32, 64, 128, 160, 224, 256), (1, 1, 2, 2, 2, 2), (1,), (2, 2, 3, 4), (2, 2, 3, 4),
-                n_light_levels=2, description=_SEED_DESC.format("S")))
-_seg(SegVariant("mednext_b", "seed", (32, 64, 128, 192, 256, 320), (1, 1, 2, 2, 3, 2), (1, 1, 1, 2, 2), (2, 2, 3, 4), (2, 2, 3, 4),
-                n_light_levels=2, description=_SEED_DESC.format("B")))
-
-_V1 = {  # Roy et al. Table: expansion ratio and blocks per level (encoder levels 0..3, bottleneck, decoder 3..0)
-    "s": ((2, 2, 2, 2, 2), (2, 2, 2, 2), (2, 2, 2, 2, 2), (2, 2, 2, 2), False),
-    "b": ((2, 3, 4, 4, 4), (2, 3, 4, 4), (2, 2, 2, 2, 2), (2, 2, 2, 2), False),
-    "m": ((2, 3, 4, 4, 4), (2, 3, 4, 4), (3, 4, 4, 4, 4), (3, 4, 4, 4), True),
-    "l": ((3, 4, 8, 8, 8), (3, 4, 8, 8), (3, 4, 8, 8, 8), (3, 4, 8, 8), True),
+_SEED = {  # size: widths, blocks per level, decoder blocks, expansion ratios (encoder, decoder), light levels
+    "T": ((32, 64, 96, 128, 160, 192, 224, 256), (1, 1, 1, 2, 2, 2), (1,), (2, 2, 2, 4), (2, 2, 2, 4), 3),
+    "S": ((32, 64, 128, 160, 224, 256), (1, 1, 2, 2, 2, 2), (1,), (2, 2, 3, 4), (2, 2, 3, 4), 2),
+    "B": ((32, 64, 128, 192, 256, 320), (1, 1, 2, 2, 3, 2), (1, 1, 1, 2, 2), (2, 2, 3, 4), (2, 2, 3, 4), 2),
 }
+_V1 = {  # Roy et al. Table: expansion ratio and blocks per level (encoder levels 0..3, bottleneck, decoder 3..0)
+    "S": ((2, 2, 2, 2, 2), (2, 2, 2, 2), (2, 2, 2, 2, 2), (2, 2, 2, 2), False),
+    "B": ((2, 3, 4, 4, 4), (2, 3, 4, 4), (2, 2, 2, 2, 2), (2, 2, 2, 2), False),
+    "M": ((2, 3, 4, 4, 4), (2, 3, 4, 4), (3, 4, 4, 4, 4), (3, 4, 4, 4), True),
+    "L": ((3, 4, 8, 8, 8), (3, 4, 8, 8), (3, 4, 8, 8, 8), (3, 4, 8, 8), True),
+}
+for _size, (_w, _b, _bd, _r, _rd, _light) in _SEED.items():
+    _seg(SegVariant(f"mednext_{_size.lower()}", "seed", _size, _w, _b, _bd, _r, _rd, n_light_levels=_light,
+                    description=_SEED_DESC.format(f"{_size}, the default" if _size == "T" else _size)))
 for _size, (_r, _rd, _b, _bd, _ckpt) in _V1.items():
     for _k in (3, 5):
-        _seg(SegVariant(f"mednextv1_{_size}_k{_k}", "v1", None, _b, _bd, _r, _rd, kernel_size=_k, checkpointing=_ckpt,
-                        description=f"Roy et al. MedNeXt {_size.upper()} (kernel {_k}); widths from the plan (32 doubling)."))
+        _seg(SegVariant(f"mednextv1_{_size.lower()}_k{_k}", "v1", _size, None, _b, _bd, _r, _rd, kernel_size=_k,
+                        checkpointing=_ckpt,
+                        description=f"Roy et al. MedNeXt {_size} (kernel {_k}); widths from the plan (32 doubling)."))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_en
 from nnunetv2_mednext.networks import MedNeXtUNet
 from nnunetv2_mednext.networks.recompute import recompute_enabled
 from nnunetv2_mednext.nnunet.trainers.network_from_plans import MEDNEXT_CLASS_PATH, variant_arch_kwargs
+from nnunetv2_mednext.nnunet.variant_names import planner_name, plans_name, segmentation_variants
 
 # Memory model (docs/nnunet.md, benchmarks/calibrate_planner.py). The proxy (``compute_conv_feature_map_size``)
 # counts the feature maps a training step keeps under selective recompute plus the largest branch's maps, which
@@ -124,13 +125,8 @@ def _make(name: str, variant: str, plans_name: str, topology: str = "plan") -> N
     globals()[name] = cls
 
 
-for _size in ("T", "S", "B"):
-    _make(f"nnUNetPlannerMedNeXt_{_size}", f"mednext_{_size.lower()}",
-          "nnUNetMedNeXtPlans" if _size == "T" else f"nnUNetMedNeXt{_size}Plans")
-for _size in ("S", "B", "M", "L"):
-    for _k in (3, 5):
-        _make(f"nnUNetPlannerMedNeXtV1_{_size}_k{_k}", f"mednextv1_{_size.lower()}_k{_k}", f"nnUNetMedNeXtV1{_size}k{_k}Plans",
-              topology="roy")
+for _v in segmentation_variants():  # one preset per row of the variant table
+    _make(planner_name(_v), _v.name, plans_name(_v), topology="roy" if _v.block == "v1" else "plan")
 
 PLANNERS: dict[str, type] = dict(_planners)
 __all__ = ["PLANNERS", "nnUNetPlannerMedNeXt", "reference_value", *[n for n in _planners if n != "nnUNetPlannerMedNeXt"]]

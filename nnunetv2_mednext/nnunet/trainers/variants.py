@@ -22,6 +22,8 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_mednext.errors import MedNeXtUserError
+from nnunetv2_mednext.networks.registry import SegVariant
+from nnunetv2_mednext.nnunet.variant_names import segmentation_variants, trainer_name
 
 from .base import nnUNetTrainerMedNeXt
 from .seeding import seed_from_env
@@ -178,25 +180,25 @@ class Family:
     standalone: bool = True
 
 
-_V1 = ("Roy et al. MedNeXt {size}, kernel {k} (AdamW lr 1e-3, eps 1e-4, weight decay 3e-5 on every parameter, poly "
-       "decay without warm-up).")
+_ROY_RECIPE = (("mednext_lr", 1e-3), ("mednext_weight_decay", 3e-5), ("mednext_warmup_fraction", 0.0),
+               ("mednext_decay_norms_and_biases", True))
+_ROY_DOC = ("Roy et al. MedNeXt {size}, kernel {k} (AdamW lr 1e-3, eps 1e-4, weight decay 3e-5 on every parameter, "
+            "poly decay without warm-up).")
+
+
+def _variant_family(v: SegVariant) -> Family:
+    """The trainer family of one row of the variant table (seed: the MedNeXt recipe; Roy et al.: theirs)."""
+    if v.block == "seed":
+        return Family(trainer_name(v), nnUNetTrainerMedNeXt, f"Seed MedNeXt {v.size} (variant {v.name}).",
+                      (("mednext_variant", v.name),))
+    return Family(trainer_name(v), nnUNetTrainerMedNeXt, _ROY_DOC.format(size=v.size, k=v.kernel_size),
+                  (("mednext_variant", v.name), *_ROY_RECIPE), SHORT_LENGTHS)
+
 
 FAMILIES: tuple[Family, ...] = (
     Family("nnUNetTrainerMedNeXt", nnUNetTrainerMedNeXt, "Seed MedNeXt T (mednext_t), the default.",
            lengths=ALL_LENGTHS, standalone=False),  # the base class itself is exported as is
-    Family("nnUNetTrainerMedNeXt_T", nnUNetTrainerMedNeXt, "Seed MedNeXt T (variant mednext_t).",
-           (("mednext_variant", "mednext_t"),)),
-    Family("nnUNetTrainerMedNeXt_S", nnUNetTrainerMedNeXt, "Seed MedNeXt S (variant mednext_s).",
-           (("mednext_variant", "mednext_s"),)),
-    Family("nnUNetTrainerMedNeXt_B", nnUNetTrainerMedNeXt, "Seed MedNeXt B (variant mednext_b).",
-           (("mednext_variant", "mednext_b"),)),
-    *(
-        Family(f"nnUNetTrainerMedNeXtV1_{size}_k{k}", nnUNetTrainerMedNeXt, _V1.format(size=size, k=k),
-               (("mednext_variant", f"mednextv1_{size.lower()}_k{k}"), ("mednext_lr", 1e-3),
-                ("mednext_weight_decay", 3e-5), ("mednext_warmup_fraction", 0.0),
-                ("mednext_decay_norms_and_biases", True)), SHORT_LENGTHS)
-        for size in ("S", "B", "M", "L") for k in (3, 5)
-    ),
+    *(_variant_family(v) for v in segmentation_variants()),
     Family("nnUNetTrainerMedNeXtRefUNet", _RefUNet,
            "nnU-Net's default trainer and U-Net at the package's short lengths (baseline for comparisons).",
            lengths=SHORT_LENGTHS, standalone=False),
