@@ -1,4 +1,8 @@
-"""The one parser of the package's on/off environment variables (``NNUNETV2_MEDNEXT_*=1/0``)."""
+"""The one parser of the package's on/off environment variables (``NNUNETV2_MEDNEXT_*=1/0``).
+
+The start-up hook (``nnunet/startup_hook.py``) is the one exception: it runs at every interpreter start, before the
+package may be imported, and reads its opt-out variable itself.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,11 @@ ON = ("1", "on", "true", "yes")
 OFF = ("0", "off", "false", "no")
 
 
-def env_flag(name: str, default: bool | None, on: str = "", off: str = "") -> bool | None:
-    """``True``/``False`` for ``1/on/true/yes`` / ``0/off/false/no`` (any case); ``default`` when unset or empty.
-
-    Any other value raises :class:`MedNeXtUserError` naming the variable and what each setting does (``on`` and
-    ``off`` describe them).
-    """
-    raw = os.environ.get(name)
+def parse_flag(name: str, raw: str | None, default: bool | None, on: str = "", off: str = "",
+               unset: str = "") -> bool | None:
+    """``True``/``False`` for ``1/on/true/yes`` / ``0/off/false/no`` (any case, spaces ignored); ``default`` when
+    ``raw`` is None or empty. Any other value raises :class:`MedNeXtUserError` naming the variable and what each
+    setting does (``on``/``off``; ``unset``: what leaving it unset means)."""
     value = (raw or "").strip().lower()
     if not value:
         return default
@@ -24,7 +26,14 @@ def env_flag(name: str, default: bool | None, on: str = "", off: str = "") -> bo
         return True
     if value in OFF:
         return False
-    meaning = f" ({on})" if on else ""
+    meaning_on = f" ({on})" if on else ""
     meaning_off = f" ({off})" if off else ""
-    unset = "" if default is None else f", or unset it for the default ({'on' if default else 'off'})"
-    raise MedNeXtUserError(f"{name}={raw!r} is not valid; fix: use 1{meaning} or 0{meaning_off}{unset}")
+    if not unset and default is not None:
+        unset = f"the default, {'on' if default else 'off'}"
+    rest = f", or unset it for {unset}" if unset else ""
+    raise MedNeXtUserError(f"{name}={raw!r} is not valid; fix: use 1{meaning_on} or 0{meaning_off}{rest}")
+
+
+def env_flag(name: str, default: bool | None, on: str = "", off: str = "", unset: str = "") -> bool | None:
+    """:func:`parse_flag` of the environment variable ``name``."""
+    return parse_flag(name, os.environ.get(name), default, on, off, unset)

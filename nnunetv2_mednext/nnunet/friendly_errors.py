@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from nnunetv2_mednext.envflags import env_flag
 from nnunetv2_mednext.errors import MedNeXtUserError
 
 SHOW_TRACEBACK_ENV = "NNUNETV2_MEDNEXT_TRACEBACK"
@@ -297,7 +298,11 @@ def unknown_trainer_message(name: str) -> str:
 def excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None,
                _previous=sys.excepthook) -> None:  # type: ignore[no-untyped-def]
     message = None
-    if os.environ.get(SHOW_TRACEBACK_ENV, "") not in ("1", "true", "yes"):
+    try:
+        show_traceback = bool(env_flag(SHOW_TRACEBACK_ENV, False, "nnU-Net's full traceback", "explanations"))
+    except MedNeXtUserError:  # a bad value of this setting must not hide the real error: show everything
+        show_traceback = True
+    if not show_traceback:
         try:
             message = friendly_message(exc, tb)
         except Exception:  # never let the hook hide the real error

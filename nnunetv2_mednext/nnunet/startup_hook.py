@@ -44,7 +44,8 @@ def _lazy_excepthook(exc_type, exc, tb, _previous=sys.excepthook):  # type: igno
 
 def install() -> None:
     try:
-        if os.environ.get("NNUNETV2_MEDNEXT_NO_AUTOREGISTER", "").lower() in ("1", "true", "yes"):
+        # read here, not by envflags: the package must not be imported at every interpreter start
+        if os.environ.get("NNUNETV2_MEDNEXT_NO_AUTOREGISTER", "").strip().lower() in ("1", "on", "true", "yes"):
             return
         folder = shim_folder()
         if not os.path.isdir(folder):

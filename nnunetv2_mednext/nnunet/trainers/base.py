@@ -10,7 +10,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
 
-from nnunetv2_mednext.errors import MedNeXtUserError
+from nnunetv2_mednext.envflags import parse_flag
 
 from .network_from_plans import build_mednext_from_plans
 from .schedule import WarmupPolyLR
@@ -18,20 +18,12 @@ from .seeding import seed_from_env
 from .threads import apply_thread_env
 
 CHECKPOINTING_ENV = "NNUNETV2_MEDNEXT_CHECKPOINTING"
-_ON, _OFF = ("1", "on", "true", "yes"), ("0", "off", "false", "no")
 
 
 def checkpointing_from_env(value: str | None) -> bool | None:
     """``NNUNETV2_MEDNEXT_CHECKPOINTING``: ``1``/``on`` or ``0``/``off``; unset or empty keeps the variant's default."""
-    if value is None or not value.strip():
-        return None
-    v = value.strip().lower()
-    if v in _ON or v in _OFF:
-        return v in _ON
-    raise MedNeXtUserError(
-        f"{CHECKPOINTING_ENV}={value!r} is not valid; fix: use 1 (recompute every block in backward: less memory, "
-        "slower) or 0 (off), or unset it for the variant's default"
-    )
+    return parse_flag(CHECKPOINTING_ENV, value, None, "recompute every block in backward: less memory, slower",
+                      "off", "the variant's default")
 
 
 class nnUNetTrainerMedNeXt(nnUNetTrainer):

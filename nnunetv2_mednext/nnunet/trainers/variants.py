@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunetv2_mednext.envflags import parse_flag
 from nnunetv2_mednext.errors import MedNeXtUserError
 from nnunetv2_mednext.networks.registry import SegVariant
 from nnunetv2_mednext.nnunet.variant_names import segmentation_variants, trainer_name
@@ -85,13 +86,8 @@ def final_validation_wanted(value: str | None) -> bool:
     """Parse ``NNUNETV2_MEDNEXT_FINAL_VALIDATION`` (default on): ``0``/``off`` skips nnU-Net's end-of-training
     validation of a ``_tiny`` or ``_budget`` run (benchmarks that score a held-out test set, and tests that predict
     with ``nnUNetv2_predict`` anyway, need not pay for it)."""
-    v = (value or "1").strip().lower()
-    if v in ("1", "on", "true", "yes"):
-        return True
-    if v in ("0", "off", "false", "no"):
-        return False
-    raise MedNeXtUserError(f"{FINAL_VALIDATION_ENV}={value!r} is not valid; fix: use 1 (validate the fold at the end, "
-                           "the default) or 0 (skip it)")
+    return bool(parse_flag(FINAL_VALIDATION_ENV, value, True, "validate the fold at the end, the default",
+                           "skip it"))
 
 
 class _ShortRun(_RunLength):
