@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+import torch
 
 #: threads per test process and per subprocess it starts (NNUNETV2_MEDNEXT_TEST_THREADS overrides; default 1)
 TEST_THREADS = os.environ.get("NNUNETV2_MEDNEXT_TEST_THREADS", "1")
@@ -75,6 +76,19 @@ def confined() -> Callable[..., subprocess.CompletedProcess]:
                               text=True, env=env, timeout=timeout)
 
     return run
+
+
+def autograd_nodes(t: torch.Tensor) -> set[str]:
+    """Class names of every autograd node behind ``t`` (which fused or recompute nodes a forward ran)."""
+    seen, names, stack = set(), set(), [t.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.add(type(fn).__name__)
+        stack.extend(f for f, _ in fn.next_functions)
+    return names
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

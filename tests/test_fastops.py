@@ -17,6 +17,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import autograd_nodes
 from torch import nn
 
 from nnunetv2_mednext.networks import MedNeXtUNet, create_model, execution, fastops
@@ -97,18 +98,6 @@ def assert_same_network(ref, fast, out_tol: float, grad_tol: float) -> None:
         floor = 1e-3 * scale
         err = (g - g_f[name]).abs().max().item()
         assert err <= grad_tol * max(g.abs().max().item(), floor), (name, err, g.abs().max().item())
-
-
-def autograd_nodes(t: torch.Tensor) -> set[str]:
-    seen, names, stack = set(), set(), [t.grad_fn]
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        names.add(type(fn).__name__)
-        stack.extend(f for f, _ in fn.next_functions)
-    return names
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import sys
 
 import pytest
 import torch
+from conftest import autograd_nodes
 from torch import nn
 
 from nnunetv2_mednext.networks import MedNeXtUNet, create_model, recompute
@@ -73,18 +74,6 @@ def assert_same(ref, got, grad_tol: float, truth=None) -> None:
     close(rx, gx, "input", None if truth is None else truth[1])
     for name in rp:
         close(rp[name], gp[name], name, None if truth is None else truth[2][name])
-
-
-def autograd_nodes(t: torch.Tensor) -> set[str]:
-    seen, stack, names = set(), [t.grad_fn], set()
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        names.add(type(fn).__name__)
-        stack.extend(f for f, _ in fn.next_functions)
-    return names
 
 
 BLOCKS = {
