@@ -111,6 +111,14 @@ def _conv_backward(grad: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, ha
     )
 
 
+def _release_values(z: torch.Tensor, keep: set[int]) -> None:
+    """Free the storage of the re-run body's output once the projection's gradients are computed: autograd needs
+    only its graph from here on, not its values (unless a node of the body saved it for backward: ``keep``)."""
+    storage = z.untyped_storage()
+    if z._base is None and storage.data_ptr() not in keep:
+        storage.resize_(0)
+
+
 class _BranchNode(torch.autograd.Function):
     """``drop(scale * proj(body(x)))`` saving only ``x`` (and drop path's factor); see the module docstring.
 
@@ -137,8 +145,14 @@ class _BranchNode(torch.autograd.Function):
         weight, bias, scale = branch.tail_parameters()
         n_body = len(body_params)
         device_type, amp_on, amp_dtype, amp_cache = ctx.amp
+        saved: set[int] = set()  # storages the re-run body keeps for its own backward
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            saved.add(t.untyped_storage().data_ptr())
+            return t
+
         with torch.enable_grad(), torch.autocast(device_type, dtype=amp_dtype, enabled=amp_on, cache_enabled=amp_cache), \
-                FrozenRunningStats(branch.modules):
+                FrozenRunningStats(branch.modules), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             xd = x.detach().requires_grad_(need[1])
             z = branch.body(xd)
         # the projection ran on what autocast made of z and W: back-propagate it in that dtype
@@ -166,6 +180,8 @@ class _BranchNode(torch.autograd.Function):
                     if bias is not None:
                         g_scale = g_scale + bias * sum_g.to(bias.dtype)
                 g_b = scale * sum_g.to(bias.dtype) if need_b else None
+        del g, z_c
+        _release_values(z, saved | {xd.untyped_storage().data_ptr()})
         wanted = ([xd] if need[1] else []) + [p for p, n in zip(body_params, need[2 : 2 + n_body]) if n]
         grads = torch.autograd.grad(z, wanted, g_z, allow_unused=True) if wanted else ()
         it = iter(grads)

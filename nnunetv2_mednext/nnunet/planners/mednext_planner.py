@@ -28,15 +28,15 @@ from nnunetv2_mednext.nnunet.variant_names import planner_name, plans_name, segm
 # Memory model (docs/nnunet.md, benchmarks/calibrate_planner.py). The proxy (``compute_conv_feature_map_size``)
 # counts the feature maps a training step keeps under selective recompute plus the largest branch's maps, which
 # backward re-creates one branch at a time; a training step's peak allocation per proxy unit, measured on CPU under
-# bf16 autocast with CUDA's float32 norms (``networks.memory.cuda_norm_policy``), is 2.85-3.62 bytes over the seed and
+# bf16 autocast with CUDA's float32 norms (``networks.memory.cuda_norm_policy``), is 2.62-3.52 bytes over the seed and
 # Roy et al. variants in 2D and 3D; the planner takes the top of that range. OVERHEAD_FACTOR covers what a CPU run
 # does not show (CUDA caching allocator, cuDNN workspaces); the device check re-fits it on a GPU.
-BYTES_PER_PROXY_UNIT_AMP = 3.65
-BYTES_PER_PROXY_UNIT_FP32 = 5.7  # the same measure in float32 (4.35-5.68): the CPU rows of the device check
+BYTES_PER_PROXY_UNIT_AMP = 3.55
+BYTES_PER_PROXY_UNIT_FP32 = 5.7  # the same measure in float32 (3.96-5.68): the CPU rows of the device check
 OVERHEAD_FACTOR = 1.3
 BYTES_PER_PROXY_UNIT = BYTES_PER_PROXY_UNIT_AMP * OVERHEAD_FACTOR  # GPU bytes per unit, training under AMP
 # With NNUNETV2_MEDNEXT_RECOMPUTE=0 the proxy counts every map of every block; the same peak measure per unit of it
-# is 2.13-2.92 bytes.
+# is 2.11-2.94 bytes.
 BYTES_PER_PROXY_UNIT_NO_RECOMPUTE = 2.95 * OVERHEAD_FACTOR
 
 def bytes_per_proxy_unit(recompute: bool | None = None) -> float:
