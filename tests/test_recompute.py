@@ -295,3 +295,28 @@ def test_compiled_network_traces_the_checkpointed_branches() -> None:
     for a, b in zip(eager[0], got[0]):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
     assert_same(([], *eager[1:]), ([], *got[1:]), 1e-4)
+
+
+@pytest.mark.parametrize("last", ["relu", "sigmoid", "gelu"])
+def test_branch_whose_body_saves_its_output(last: str) -> None:
+    """ReLU and sigmoid save their *output* for backward: the node must keep the re-run body's output then (it frees
+    it only when no node of the body saved it, e.g. after GELU, which saves its input)."""
+    from nnunetv2_mednext.networks.parts import ResidualBranch
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 8, 3, padding=1).double()
+    proj = nn.Conv2d(8, 4, 1).double()
+    act = {"relu": nn.ReLU(), "sigmoid": nn.Sigmoid(), "gelu": nn.GELU()}[last]
+
+    def body(t: torch.Tensor) -> torch.Tensor:
+        return act(conv(t))
+
+    branch = ResidualBranch(body, proj, (conv, act))
+    x = torch.randn(2, 4, 6, 5, dtype=torch.float64, requires_grad=True)
+    params = [x, *conv.parameters(), *proj.parameters()]
+    with reference_ops():
+        ours = torch.autograd.grad(recompute.branch_forward(branch, x).square().sum(), params)
+        with recompute_suspended():
+            plain = torch.autograd.grad(recompute.branch_forward(branch, x).square().sum(), params)
+    for a, b in zip(ours, plain):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
