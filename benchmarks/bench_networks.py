@@ -67,12 +67,12 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from nnunetv2_mednext.doctor.plans import PLAIN_CLASS, plain_unet_arch_kwargs, synthetic_topology
 from nnunetv2_mednext.networks import get_seg_variant
 from nnunetv2_mednext.networks.fastops import reference_ops
 from nnunetv2_mednext.networks.memory import cuda_norm_policy
 from nnunetv2_mednext.networks.memory import saved_tensor_bytes as shared_saved_tensor_bytes
 from nnunetv2_mednext.networks.recompute import recompute_suspended
-from nnunetv2_mednext.plan_networks import PLAIN_CLASS, plain_unet_arch_kwargs, synthetic_topology
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"

@@ -480,3 +480,27 @@ def test_invalid_switch_values_name_the_variable_and_the_fix() -> None:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               env={var: "sometimes", "PATH": "", "OMP_NUM_THREADS": "1"})
         assert proc.returncode != 0 and f"{var}='sometimes' is not valid; fix: use 1" in proc.stderr
+
+
+def test_channels_last_setting_keeps_every_layer_channels_last_under_autocast() -> None:
+    """``NNUNETV2_MEDNEXT_CHANNELS_LAST=1`` (the route the device check measures for cuDNN's depthwise kernels): under
+    autocast every multi-channel map a convolution reads is channels-last, from a one-channel input on."""
+    code = (
+        "import torch\n"
+        "from nnunetv2_mednext.networks import create_model\n"
+        "from nnunetv2_mednext.networks.fastops import is_channels_last\n"
+        "net = create_model('mednext_t', num_classes=3, spatial_dims=3, deep_supervision=True, topology={"
+        "'n_stages': 4, 'kernel_sizes': [[3, 3, 3]] * 4, 'strides': [[1, 1, 1]] + [[2, 2, 2]] * 3, "
+        "'conv_op': 'torch.nn.Conv3d'})\n"
+        "seen = []\n"
+        "for m in net.modules():\n"
+        "    if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)):\n"
+        "        m.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[1] == 1 or is_channels_last(a[0])))\n"
+        "with torch.autocast('cpu', dtype=torch.bfloat16):\n"
+        "    sum(o.float().sum() for o in net(torch.randn(1, 1, 16, 16, 16))).backward()\n"
+        "print(len(seen), all(seen))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={"NNUNETV2_MEDNEXT_CHANNELS_LAST": "1", "PATH": "", "OMP_NUM_THREADS": "1"})
+    n, ok = proc.stdout.strip().splitlines()[-1].split()
+    assert int(n) > 20 and ok == "True", proc.stderr[-2000:]

@@ -1,5 +1,6 @@
 """GPU-only logic that runs on a CPU: AMP step order and clipping, autocast dtype choice, compile guard, channels-last,
-and the device check's own pieces (learnable target, planner comparison, stability verdict, recipes)."""
+and the device check's own pieces (learnable target, planner comparison, stability verdict, recipes); the doctor's
+package structure and the routes section are in tests/test_doctor.py."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ import pytest
 import torch
 from torch import nn
 
-from nnunetv2_mednext import device_check as dc
-from nnunetv2_mednext import gpu
+from nnunetv2_mednext.doctor import amp as gpu
+from nnunetv2_mednext.doctor import cases, check, profiles
+from nnunetv2_mednext.doctor import report as rp
+from nnunetv2_mednext.doctor.sections import planner as planner_section
+from nnunetv2_mednext.doctor.sections import stability
 from nnunetv2_mednext.nnunet.planners import mednext_planner as mp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,7 +248,7 @@ def test_peak_memory_needs_cuda() -> None:
 
 def test_learnable_batch_is_balanced_and_a_function_of_the_image() -> None:
     gen = torch.Generator().manual_seed(0)
-    x, y = dc.learnable_batch(gen, 2, (32, 32, 32), 3, torch.device("cpu"))
+    x, y = cases.learnable_batch(gen, 2, (32, 32, 32), 3, torch.device("cpu"))
     assert x.shape == (2, 1, 32, 32, 32) and y.shape == x.shape and y.dtype == torch.int16
     freq = torch.bincount(y.flatten().long(), minlength=3).float() / y.numel()
     assert torch.all((freq - 1 / 3).abs() < 0.05), freq
@@ -255,13 +259,13 @@ def test_learnable_batch_is_balanced_and_a_function_of_the_image() -> None:
 
 
 def test_synthetic_plans_build_every_network_with_matching_deep_supervision() -> None:
-    profile = dc.PROFILES["quick"]
-    pm, dataset_json = dc.plans_manager(profile)
-    assert pm.get_label_manager(dataset_json).num_segmentation_heads == dc.NUM_CLASSES
+    profile = profiles.PROFILES["quick"]
+    pm, dataset_json = cases.plans_manager(profile)
+    assert pm.get_label_manager(dataset_json).num_segmentation_heads == profiles.NUM_CLASSES
     for config in ("3d_fullres", "2d"):
         cm = pm.get_configuration(config)
-        for net_name in dc.NETS:
-            case = dc.build_case(pm, net_name, config, torch.device("cpu"), gpu.FP32)
+        for net_name in profiles.NETS:
+            case = cases.build_case(pm, net_name, config, torch.device("cpu"), gpu.FP32)
             outs = case.net(case.x)
             assert [o.shape[2:] for o in outs] == [t.shape[2:] for t in case.targets]
             assert len(case.targets) == len(cm.pool_op_kernel_sizes) - 1
@@ -271,16 +275,16 @@ def test_synthetic_plans_build_every_network_with_matching_deep_supervision() ->
 
 def test_recipe_optimizers_are_the_trainers() -> None:
     net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.InstanceNorm2d(4, affine=True))
-    opt, sched = dc.recipe_optimizer(dc.trainer_class("mednext_t"), net, 300)
+    opt, sched = cases.recipe_optimizer(cases.trainer_class("mednext_t"), net, 300)
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["eps"] == 1e-4
     assert sorted(g["weight_decay"] for g in opt.param_groups) == [0.0, 1e-4]
     sched.step(3)  # warm-up: 2 % of 300 = 6 iterations
     assert opt.param_groups[0]["lr"] == pytest.approx(3e-3 * 4 / 7)
-    opt, sched = dc.recipe_optimizer(dc.trainer_class("PlainConvUNet"), net, 300)
+    opt, sched = cases.recipe_optimizer(cases.trainer_class("PlainConvUNet"), net, 300)
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.99 and opt.defaults["nesterov"]
     sched.step(150)
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5**0.9)
-    opt, _ = dc.recipe_optimizer(dc.trainer_class("mednextv1_l_k3"), net, 300)
+    opt, _ = cases.recipe_optimizer(cases.trainer_class("mednextv1_l_k3"), net, 300)
     assert opt.defaults["lr"] == 1e-3 and opt.defaults["eps"] == 1e-4  # Roy et al.'s lr
 
 
@@ -292,14 +296,14 @@ def _stab_row(**kw: object) -> dict:
 
 
 def test_stability_verdicts() -> None:
-    assert dc.stability_problems(_stab_row(), True) == []
-    assert dc.stability_problems(_stab_row(nonfinite_grad_steps=15), True) == []  # 5 % of 300 with a scaler
-    assert "non-finite gradients" in dc.stability_problems(_stab_row(nonfinite_grad_steps=16), True)[0]
-    assert "non-finite gradients" in dc.stability_problems(_stab_row(nonfinite_grad_steps=1), False)[0]
-    assert "non-finite losses" in dc.stability_problems(_stab_row(nonfinite_losses=1), True)[0]
-    assert "weights" in dc.stability_problems(_stab_row(weights_finite=False), True)[0]
-    assert "did not go down" in dc.stability_problems(_stab_row(loss_last=1.17), True)[0]
-    assert "did not go down" in dc.stability_problems(_stab_row(loss_last=float("nan")), True)[-1]
+    assert stability.stability_problems(_stab_row(), True) == []
+    assert stability.stability_problems(_stab_row(nonfinite_grad_steps=15), True) == []  # 5 % of 300 with a scaler
+    assert "non-finite gradients" in stability.stability_problems(_stab_row(nonfinite_grad_steps=16), True)[0]
+    assert "non-finite gradients" in stability.stability_problems(_stab_row(nonfinite_grad_steps=1), False)[0]
+    assert "non-finite losses" in stability.stability_problems(_stab_row(nonfinite_losses=1), True)[0]
+    assert "weights" in stability.stability_problems(_stab_row(weights_finite=False), True)[0]
+    assert "did not go down" in stability.stability_problems(_stab_row(loss_last=1.17), True)[0]
+    assert "did not go down" in stability.stability_problems(_stab_row(loss_last=float("nan")), True)[-1]
 
 
 def _matrix_row(net: str, proxy: int, batch: int, measured: int, ckpt: bool = False, **kw: object) -> dict:
@@ -319,18 +323,18 @@ def test_planner_rows_and_refit_on_cuda_numbers() -> None:
         _matrix_row("PlainConvUNet", proxy, 2, 2 * 10**9),
         _matrix_row("mednext_t", proxy, 2, 1, amp="bf16"),  # not the planner's mode: left out
     ]
-    planner = dc.planner_rows(rows, "cuda")
+    planner = planner_section.planner_rows(rows, "cuda")
     assert [r["net"] for r in planner] == ["mednext_t", "mednextv1_s_k3", "mednextv1_l_k3", "PlainConvUNet"]
     assert planner[0]["ratio"] == pytest.approx(1.1, abs=1e-3) and planner[0]["within_tolerance"]
     assert planner[1]["ratio"] == pytest.approx(8.0 / mp.BYTES_PER_PROXY_UNIT, abs=1e-3)
     assert not planner[1]["within_tolerance"]
     # nnU-Net's model: 560e6 proxy at batch 2 fills 8 GB
     assert planner[3]["estimate_bytes"] == pytest.approx(proxy * 2 * 8e9 / (560e6 * 2))
-    advice = " ".join(dc.refit_advice(planner, "cuda"))
+    advice = " ".join(planner_section.refit_advice(planner, "cuda"))
     fit = (mp.BYTES_PER_PROXY_UNIT * 1.1 + 8.0) / 2  # median of the two rows without checkpointing
     assert f"median {fit:.3f}" in advice
     assert f"OVERHEAD_FACTOR = {fit / mp.BYTES_PER_PROXY_UNIT_AMP:.3f}" in advice
-    report = dc.Report(planner=planner)
+    report = rp.Report(planner=planner)
     assert any("mednextv1_l_k3" in a and "checkpointing" in a for a in report.attention())
 
 
@@ -338,15 +342,15 @@ def test_planner_rows_on_cpu_use_the_fp32_model() -> None:
     proxy = 1_000_000
     rows = [_matrix_row("mednext_t", proxy, 1, int(proxy * 4.6), amp="fp32"),
             _matrix_row("PlainConvUNet", proxy, 1, 123, amp="fp32")]
-    planner = dc.planner_rows(rows, "cpu")
+    planner = planner_section.planner_rows(rows, "cpu")
     assert planner[0]["estimate_bytes"] == proxy * mp.BYTES_PER_PROXY_UNIT_FP32
     assert planner[0]["ratio"] == pytest.approx(4.6 / mp.BYTES_PER_PROXY_UNIT_FP32, abs=1e-3)
     assert planner[1]["estimate_bytes"] is None and "ratio" not in planner[1]
-    assert "median 4.600" in " ".join(dc.refit_advice(planner, "cpu"))
+    assert "median 4.600" in " ".join(planner_section.refit_advice(planner, "cpu"))
 
 
 def test_report_failures_and_markdown() -> None:
-    report = dc.Report(meta={"subset": "CPU subset", "device": "cpu", "command": "x", "date": "d", "seconds": 1,
+    report = rp.Report(meta={"subset": "CPU subset", "device": "cpu", "command": "x", "date": "d", "seconds": 1,
                              "budget_s": 10, "warmup": 1, "repeats": 1,
                              "nnunet_compiles": {"compiles": False, "why": "cpu"}})
     report.matrix.append(_matrix_row("mednext_t", 10, 1, 0, amp="fp32", params=10, status="fail", reason="boom"))
@@ -356,15 +360,16 @@ def test_report_failures_and_markdown() -> None:
     report.skip("x", "because")
     assert report.failures() == ["matrix: mednext_t 3d_fullres fp32: boom", "classify: mednext_cls_t 32px fp32: nan"]
     assert any("warning only" in a for a in report.attention())
-    md = dc.render_markdown(report)
+    md = rp.render_markdown(report)
     assert "**Verdict: FAIL**" in md and "CPU subset" in md and "* x: because" in md
     assert "| mednext_cls_t | 32px x 4 | fp32 | - | - | - | - | - | fail: nan |" in md
 
 
 def test_run_check_with_every_section_skipped_still_reports(tmp_path: Path) -> None:
-    report = dc.run_check(dc.PROFILES["quick"], torch.device("cpu"), tmp_path, skip=dc.SECTIONS, log=lambda s: None)
-    js, md = dc.write_report(report, tmp_path)
-    assert {s["what"] for s in report.skipped} >= {"matrix", "stability", "compile", "predictor", "classify",
+    report = check.run_check(profiles.PROFILES["quick"], torch.device("cpu"), tmp_path, skip=profiles.SECTIONS,
+                             log=lambda s: None)
+    js, md = rp.write_report(report, tmp_path)
+    assert {s["what"] for s in report.skipped} >= {"matrix", "stability", "compile", "routes", "predictor", "classify",
                                                    "nnUNetv2_train"}
     assert "Verdict: PASS" in md.read_text() and js.exists()
 
@@ -389,6 +394,7 @@ def test_doctor_bad_input_is_one_line(tmp_path: Path) -> None:
     wrapper = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device_check.py"), "--help"],
                              capture_output=True, text=True, timeout=120)
     assert wrapper.returncode == 0 and "--quick" in wrapper.stdout and "--budget-s" in wrapper.stdout
+    assert "-o OUT, --out OUT" in wrapper.stdout  # the same -o as every other subcommand
 
 
 @pytest.mark.slow
@@ -396,16 +402,16 @@ def test_doctor_bad_input_is_one_line(tmp_path: Path) -> None:
 def test_doctor_quick_cpu_subset_end_to_end(tmp_path: Path) -> None:
     """What CI runs: the CPU subset at CI size, every network, every section that runs without CUDA."""
     t0 = time.perf_counter()
-    proc = _doctor("--quick", "--out", "report", cwd=tmp_path)
+    proc = _doctor("--quick", "-o", "report", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     import json
 
     data = json.loads((tmp_path / "report" / "device_check.json").read_text())
     assert data["verdict"] == "pass" and data["meta"]["subset"] == "CPU subset"
     combos = {(r["net"], r["config"], r["amp"]) for r in data["matrix"] if r["status"] == "ok"}
-    assert combos == {(n, c, a) for n in dc.NETS for c in ("3d_fullres", "2d") for a in ("fp32", "bf16")}
+    assert combos == {(n, c, a) for n in profiles.NETS for c in ("3d_fullres", "2d") for a in ("fp32", "bf16")}
     assert all(r["losses_finite"] and r["activation_bytes"] > 0 for r in data["matrix"])
-    assert [r["net"] for r in data["stability"]] == list(dc.NETS)
+    assert [r["net"] for r in data["stability"]] == list(profiles.NETS)
     assert all(r["status"] == "ok" and r["loss_last"] < r["loss_first"] for r in data["stability"])
     ratios = {(r["net"], r["config"]): r.get("ratio") for r in data["planner"]}
     assert ratios[("mednext_t", "2d")] and ratios[("PlainConvUNet", "2d")] is None
@@ -422,18 +428,33 @@ def test_doctor_quick_cpu_subset_end_to_end(tmp_path: Path) -> None:
     assert "fp16 + GradScaler" in skipped and "DDP" in skipped and "inductor" in skipped
     md = (tmp_path / "report" / "device_check.md").read_text()
     assert "**Verdict: PASS**" in md and "CPU subset" in md and "## Skipped" in md
+    # the routes: every route of mednext_t on the 3D plan next to the U-Net's, the fastest one named with its setting
+    routes = {(r["net"], r["route"]): r for r in data["routes"]}
+    assert {r["config"] for r in data["routes"]} == {"3d_fullres"}
+    assert {route for net, route in routes if net == "mednext_t"} == {
+        "default", "recompute_off", "channels_last", "compiled", "compiled_recompute_off"}
+    assert {route for net, route in routes if net == "PlainConvUNet"} == {"default", "channels_last", "compiled"}
+    assert all(r["status"] == "ok" and r["mem_bytes"] > 0 for r in data["routes"]), data["routes"]
+    mt = routes[("mednext_t", "recompute_off")]
+    assert mt["time_vs_unet"] == pytest.approx(mt["s_per_it"] / routes[("PlainConvUNet", "default")]["s_per_it"],
+                                               abs=2e-3)
+    assert mt["saved_bytes"] > routes[("mednext_t", "default")]["saved_bytes"]  # recompute keeps only branch inputs
+    assert [b["net"] for b in data["routes_best"]] == ["mednext_t", "mednextv1_s_k3"]
+    assert not any(b["choice"].startswith("compiled") for b in data["routes_best"])  # nnU-Net never compiles on CPU
+    assert "## GPU routes ready to prove" in md and "**Defaults are unchanged**" in md
+    assert "| mednext_t | 3d_fullres | recompute_off | `NNUNETV2_MEDNEXT_RECOMPUTE=0` |" in md
     ratio_row = next(ln for ln in md.splitlines() if ln.startswith("| mednext_cls_t | 32px x 4 |"))
     ratio = cls["mednext_cls_t"]["step_s"] / cls["resnet18"]["step_s"]
     assert ratio_row.split("|")[7].strip() == f"{ratio:.2f}"
     assert "Traceback" not in proc.stdout + proc.stderr
     print(f"doctor --quick took {time.perf_counter() - t0:.0f} s")
 
-    again = _doctor("--quick", "--out", "report", cwd=tmp_path)  # results are never overwritten silently
+    again = _doctor("--quick", "--out", "report", cwd=tmp_path)  # --out, the long form of -o  # results are never overwritten silently
     assert again.returncode == 2 and "already holds a device check report" in again.stderr
 
 
 def test_synthetic_topology_follows_nnunets_default_planner() -> None:
-    from nnunetv2_mednext.plan_networks import plain_unet_arch_kwargs, synthetic_topology
+    from nnunetv2_mednext.doctor.plans import plain_unet_arch_kwargs, synthetic_topology
 
     t3 = synthetic_topology([128, 128, 128])  # nnU-Net: pool until the edge is 4, features capped at 320 in 3D
     assert t3["n_stages"] == 6 and t3["features_per_stage"] == [32, 64, 128, 256, 320, 320]

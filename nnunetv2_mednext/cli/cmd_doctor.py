@@ -6,7 +6,8 @@ import argparse
 import sys
 
 NAME = "doctor"
-HELP = "device check: AMP/bf16/compile/channels-last/checkpointing training steps, planner memory model, predictor"
+HELP = ("device check: AMP/bf16/compile/channels-last/checkpointing training steps, planner memory model, GPU routes, "
+        "predictor")
 DESCRIPTION = (
     "Checks the CUDA training paths on synthetic batches at nnU-Net plan shapes (no dataset needed) and writes "
     "device_check.json and device_check.md. Without CUDA it runs the CPU subset and lists what it skipped. "
@@ -16,13 +17,13 @@ ORDER = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from nnunetv2_mednext.device_check import add_arguments as add
+    from nnunetv2_mednext.doctor.cli import add_arguments as add
 
     add(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_mednext.device_check import run as run_check
+    from nnunetv2_mednext.doctor.cli import run as run_check
 
     argv = sys.argv[sys.argv.index("doctor") + 1:] if "doctor" in sys.argv else []
     return run_check(args, argv)

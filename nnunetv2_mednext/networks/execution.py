@@ -22,10 +22,21 @@ from torch.utils.checkpoint import checkpoint
 
 from .fastops import fused, prepare_input
 from .fastops.kernels import concat_pointwise
+from .fastops.switch import channels_last_setting, cl_format
 from .parts import FFNParts, ResidualBranch, RoyParts
 from .recompute import FrozenRunningStats, branch_forward, recompute_suspended, region_forward
 
-__all__ = ["branch", "checkpointed", "conv_norm", "fused_ffn", "fused_roy", "prepare_input", "skip_fusion"]
+__all__ = ["branch", "checkpointed", "conv_norm", "fused_ffn", "fused_roy", "prepare_input", "prepare_network",
+           "skip_fusion"]
+
+
+def prepare_network(net: nn.Module, ndim: int) -> nn.Module:
+    """The network's weights in the layout its execution asks for: channels-last with
+    ``NNUNETV2_MEDNEXT_CHANNELS_LAST=1`` (a convolution with channels-last weights answers channels-last whatever
+    its input, e.g. after a norm that returns contiguous maps), as built otherwise. ``ndim``: 4 (2D) or 5 (3D)."""
+    if channels_last_setting():
+        net.to(memory_format=cl_format(ndim))
+    return net
 
 
 def fused_ffn(parts: FFNParts | None, x: torch.Tensor) -> torch.Tensor | None:

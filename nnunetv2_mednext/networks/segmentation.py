@@ -291,6 +291,7 @@ class MedNeXtUNet(nn.Module):
         self.decoder = MedNeXtDecoder(self, deep_supervision)
         del self._drop_rates
         self.apply(self.initialize)
+        execution.prepare_network(self, self.n_spatial + 2)
 
     # -- construction helpers -------------------------------------------------------------------------------------
     def active_axes(self, level: int) -> tuple[bool, ...]:

@@ -19,13 +19,18 @@ from .kernels import (
     strided_depthwise_forward,
     strided_depthwise_fusable,
 )
-from .switch import channels_last_wanted, cl_format, fast_ops_enabled, is_channels_last
+from .switch import channels_last_setting, channels_last_wanted, cl_format, fast_ops_enabled, is_channels_last
 
 
 def _conv_forward(conv: nn.Conv2d | nn.Conv3d, x: torch.Tensor,
                   plain: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     if not fast_ops_enabled():
-        return plain(x)
+        y = plain(x)
+        # NNUNETV2_MEDNEXT_CHANNELS_LAST=1 on the plain path: a one-channel input is channels-last and -first at once,
+        # and the backend may answer channels-first; keep the layout the setting asks for
+        if channels_last_setting() and is_channels_last(x) and not is_channels_last(y):
+            return y.contiguous(memory_format=cl_format(x.ndim))
+        return y
     kind = conv_kind(conv)
     if kind == "pointwise":
         return pointwise_conv(x, conv.weight, conv.bias)

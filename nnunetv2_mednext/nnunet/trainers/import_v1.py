@@ -33,7 +33,7 @@ import torch
 from nnunetv2_mednext.errors import MedNeXtUserError
 from nnunetv2_mednext.networks import MedNeXtUNet, create_model
 from nnunetv2_mednext.networks.roy_weights import ROY_N_STAGES, RoyWeightsError, load_roy_state_dict, roy_key_map
-from nnunetv2_mednext.plan_networks import default_resampling
+from nnunetv2_mednext.nnunet.trainers.plans_defaults import default_resampling
 
 from .network_from_plans import MEDNEXT_CLASS_PATH, ROY_BASE_WIDTH, variant_arch_kwargs
 

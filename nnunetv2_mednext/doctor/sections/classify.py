@@ -1,4 +1,4 @@
-"""The classification trainer's part of the device check (``nnunetv2-mednext doctor``, section ``classify``).
+"""Section ``classify``: the classification trainer's part of the device check.
 
 * :func:`speed_row`: training steps of one classifier (AdamW, cross-entropy) under the trainer's device rules --
   on CUDA bf16 autocast where supported, else fp16 with a ``GradScaler``, channels-last; float32 on a CPU --
@@ -15,11 +15,18 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from .models import build_classifier
+from nnunetv2_mednext.classification.models import build_classifier
+
+from ..cases import free, sync
+from .base import Context, Section, gib, status_cell, table
+
+if TYPE_CHECKING:
+    from ..report import Report
 
 N_CLASSES = 3
 SPEED_NETS = ("mednext_cls_t", "resnet18")  # resnet18: the reference of the ratios
@@ -27,7 +34,7 @@ SPEED_NETS = ("mednext_cls_t", "resnet18")  # resnet18: the reference of the rat
 
 def _amp(device: torch.device) -> tuple[torch.dtype | None, bool]:
     """The trainer's rule: (autocast dtype or None, GradScaler on)."""
-    from .trainer import cuda_amp_dtype
+    from nnunetv2_mednext.classification.trainer import cuda_amp_dtype
 
     if device.type != "cuda":
         return None, False
@@ -37,11 +44,6 @@ def _amp(device: torch.device) -> tuple[torch.dtype | None, bool]:
 
 def _amp_name(dtype: torch.dtype | None) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")  # the check's other sections' names
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def speed_row(name: str, size: int, batch: int, device: torch.device, warmup: int, repeats: int) -> dict:
@@ -78,11 +80,11 @@ def speed_row(name: str, size: int, batch: int, device: torch.device, warmup: in
             step()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         for _ in range(repeats):
             step()
-        _sync(device)
+        sync(device)
         seconds = (time.perf_counter() - t0) / max(repeats, 1)
         finite = all(torch.isfinite(torch.tensor(losses)).tolist())
         row.update(params=sum(p.numel() for p in model.parameters()), step_s=round(seconds, 4),
@@ -97,12 +99,12 @@ def speed_row(name: str, size: int, batch: int, device: torch.device, warmup: in
 
 def train_run(device: torch.device, size: int, epochs: int = 2) -> dict:
     """``classify train`` (MedNeXt-T, fold 0 of 2, ``epochs`` epochs) and ``predict`` on a synthetic set."""
-    from .config import TrainConfig
-    from .console import Console
-    from .predict import Predictor, find_checkpoints, gather_inputs
-    from .prepare import prepare
-    from .synthetic import make_shapes_dataset
-    from .trainer import train_folds
+    from nnunetv2_mednext.classification.config import TrainConfig
+    from nnunetv2_mednext.classification.console import Console
+    from nnunetv2_mednext.classification.predict import Predictor, find_checkpoints, gather_inputs
+    from nnunetv2_mednext.classification.prepare import prepare
+    from nnunetv2_mednext.classification.synthetic import make_shapes_dataset
+    from nnunetv2_mednext.classification.trainer import train_folds
 
     row: dict = {"net": "mednext_cls_t", "config": f"classify train {size}px, {epochs} epochs", "status": "fail"}
     t0 = time.perf_counter()
@@ -125,3 +127,39 @@ def train_run(device: torch.device, size: int, epochs: int = 2) -> dict:
         row.update(reason=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=6))
     row["seconds"] = round(time.perf_counter() - t0, 1)
     return row
+
+
+def run(ctx: Context) -> None:
+    p = ctx.profile
+    for net_name in ctx.within_budget("classify", SPEED_NETS, str):
+        ctx.log(f"{ctx.elapsed()} classify: {net_name} training steps, {p.classify_size} px x {p.classify_batch}")
+        row = speed_row(net_name, p.classify_size, p.classify_batch, ctx.device, p.warmup, p.repeats)
+        free(ctx.device)
+        ctx.add(ctx.report.classify, row)
+    for size in ctx.within_budget("classify", [p.classify_train_size], lambda _: "train"):
+        ctx.log(f"{ctx.elapsed()} classify train + predict ({size} px, synthetic set)")
+        row = train_run(ctx.device, size)
+        free(ctx.device)
+        ctx.add(ctx.report.classify, row)
+
+
+def render(report: Report) -> list[str]:
+    if not report.classify:
+        return []
+    base = next((r.get("step_s") for r in report.classify if r["net"] == "resnet18" and r.get("step_s")), None)
+
+    def cells(r: dict) -> list:
+        return [r["net"], f"{r['config']} x {r['batch']}" if "batch" in r else r["config"], r.get("amp", "-"),
+                f"{r['params'] / 1e6:.2f}" if r.get("params") else "-", r.get("images_per_s", "-"),
+                r.get("step_s", "-"), f"{r['step_s'] / base:.2f}" if base and r.get("step_s") else "-",
+                gib(r.get("peak_bytes")), status_cell(r)]
+
+    return table("Classification trainer",
+                 ["Training steps (AdamW, cross-entropy, one synthetic batch) under the trainer's device rules (CUDA: "
+                  "bf16 autocast where supported, else fp16 + GradScaler, channels-last; CPU: float32), then `classify "
+                  "train` (fold 0 of 2) and `predict` end to end on a synthetic set."],
+                 ["net", "what", "AMP", ">params (M)", ">images/s", ">step s", ">ratio to resnet18", ">peak memory",
+                  "status"], map(cells, report.classify))
+
+
+SECTION = Section("classify", run, render)

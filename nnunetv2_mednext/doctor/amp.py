@@ -1,4 +1,4 @@
-"""The CUDA training paths, written so that their logic also runs (and is tested) on a CPU.
+"""The doctor's CUDA training paths, written so that their logic also runs (and is tested) on a CPU.
 
 * :func:`select_amp`: which autocast dtype a device can run (fp16 needs a ``GradScaler``; bf16 needs compute
   capability 8.0 on CUDA) and :func:`nnunet_amp`, what ``nnUNetTrainer.train_step`` itself uses;

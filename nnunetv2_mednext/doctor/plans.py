@@ -1,4 +1,4 @@
-"""Synthetic nnU-Net plans and the networks nnU-Net builds from them (shared by the benchmarks and the device check).
+"""Synthetic nnU-Net plans for the device check (and ``benchmarks/bench_networks.py``).
 
 A plan here is what nnU-Net's default planner writes for an isotropic patch: pool by 2 on every axis until the
 feature map edge reaches 4, features 32 doubling up to 320 (3D) or 512 (2D), and nnU-Net's ``PlainConvUNet``
@@ -9,23 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+
+from nnunetv2_mednext.nnunet.trainers.plans_defaults import default_resampling
 
 PLAIN_CLASS = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
-
-
-def default_resampling() -> dict[str, Any]:
-    """The resampling entries of an nnU-Net configuration as its default planner writes them (cubic data, linear
-    segmentations and probabilities, no separate z axis)."""
-    data = {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None}
-    return {
-        "resampling_fn_data": "resample_data_or_seg_to_shape",
-        "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": data,
-        "resampling_fn_seg_kwargs": {**data, "is_seg": True, "order": 1},
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": {**data, "order": 1},
-    }
 
 
 def synthetic_topology(patch: Sequence[int], n_stages: int | None = None, max_features: int | None = None) -> dict:
