@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+from nnunetv2_mednext.versions import installed_version
+
 NAME = "info"
 HELP = "installed versions, available variants (params), and whether nnU-Net finds the MedNeXt trainers"
 ORDER = 0
@@ -18,15 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="list every trainer (-tr name) and planner (-pl name) of this package and stop")
     parser.add_argument("--markdown", action="store_true",
                         help="with --trainers: the list as docs/trainers.md (markdown tables)")
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "not installed"
 
 
 def trainer_lookup_check(name: str = "nnUNetTrainerMedNeXt") -> tuple[bool, str]:
@@ -73,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"nnunetv2-mednext {__version__}")
     for dist in ("nnunetv2", "torch", "dynamic-network-architectures", "numpy"):
-        print(f"  {dist:<30} {_version(dist)}")
+        print(f"  {dist:<30} {installed_version(dist)}")
     print(f"  nnunetv2 location             {os.path.dirname(nnunetv2.__file__)}")
     print(f"  CUDA available                 {torch.cuda.is_available()}")
     print(f"  nnUNet_extTrainer              {os.environ.get('nnUNet_extTrainer', '(unset)')}")

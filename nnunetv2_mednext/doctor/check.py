@@ -23,7 +23,7 @@ from .sections import ALL, Context
 def environment(device: torch.device, profile: Profile, argv: Sequence[str]) -> dict:
     """The report's ``meta``: command, versions, machine, and the AMP and compile rules on this device."""
     from nnunetv2_mednext import __version__
-    from nnunetv2_mednext.cli.cmd_info import _version
+    from nnunetv2_mednext.versions import installed_version
 
     meta: dict[str, Any] = {
         "command": "nnunetv2-mednext doctor " + " ".join(shlex.quote(a) for a in argv),
@@ -33,7 +33,7 @@ def environment(device: torch.device, profile: Profile, argv: Sequence[str]) -> 
         "subset": "GPU" if device.type == "cuda" else "CPU subset",
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "nnunetv2": _version("nnunetv2"),
+        "nnunetv2": installed_version("nnunetv2"),
         "nnunetv2_mednext": __version__,
         "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads",
     }

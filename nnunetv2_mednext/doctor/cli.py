@@ -11,10 +11,9 @@ from pathlib import Path
 
 from nnunetv2_mednext.errors import MedNeXtUserError
 
-from .profiles import NETS, PROFILES, SECTIONS
+from .profiles import NETS, PROFILES, SECTIONS, WORKER_FLAG
 
 DESCRIPTION = "Device check: do the GPU paths work, and how fast (CPU subset without CUDA)."
-WORKER_FLAG = "--compile-worker"  # the child process of the compile and routes sections (worker.py)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +87,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == [WORKER_FLAG]:
-        from .worker import worker_main
+        from .child import worker_main
 
         profile_name, device_name, result_file, *keys = argv[1:]
         worker_main(profile_name, device_name, Path(result_file), keys)

@@ -18,6 +18,7 @@ NUM_CLASSES = 3
 SECTIONS = ("matrix", "stability", "planner", "compile", "routes", "predictor", "classify", "nnunet_train")
 ROUTE_NETS = ("mednext_t", "mednextv1_s_k3", "PlainConvUNet")  # PlainConvUNet: the reference of the ratios
 
+WORKER_FLAG = "--compile-worker"  # makes ``python -m nnunetv2_mednext.doctor`` the child (worker.py, child.py)
 
 @dataclass(frozen=True)
 class Profile:

@@ -1,10 +1,10 @@
-"""Compiled training steps in a child process under a timeout (the compile and routes sections).
+"""Compiled training steps in a child process under a timeout (the compile and routes sections): the parent side.
 
 The parent starts ``python -m nnunetv2_mednext.doctor --compile-worker PROFILE DEVICE RESULTS ITEM ...`` in its own
 process group (:func:`~.amp.run_guarded` kills the group, inductor's compile workers too, at the timeout). Each item
 is ``net:config`` (the compile section: compiled as nnU-Net does) or ``net:config:route`` (one route of the routes
 section); the child appends a ``start`` and a ``done`` JSON line per item, so the parent can tell an item that ran
-out of time from one never reached.
+out of time from one never reached. The child side is :mod:`.child`.
 """
 
 from __future__ import annotations
@@ -12,46 +12,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from . import amp as gpu
-from .cases import check_amp, free, measure_item, plans_manager
-from .cli import WORKER_FLAG
-from .profiles import PROFILES, Profile
+from .profiles import WORKER_FLAG, Profile
 
 
 def item_key(net: str, config: str, route: str | None = None) -> str:
     return f"{net}:{config}" if route is None else f"{net}:{config}:{route}"
-
-
-def _append(result_file: Path, event: dict) -> None:
-    with open(result_file, "a") as fh:
-        fh.write(json.dumps(event) + "\n")
-
-
-def worker_main(profile_name: str, device_name: str, result_file: Path, keys: Sequence[str]) -> None:
-    """Child side: measure each item, fp16 + GradScaler on CUDA (nnU-Net's path) / bf16 on a CPU."""
-    profile = PROFILES[profile_name]
-    device = torch.device(device_name)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    pm, _ = plans_manager(profile)
-    for key in keys:
-        _append(result_file, {"key": key, "event": "start", "t": time.time()})
-        net, config, *route = key.split(":")
-        torch._dynamo.reset()  # each item compiles afresh, as a training run does
-        if route:
-            from .sections.routes import measure_route
-
-            row = measure_route(pm, net, config, device, profile, route[0])
-        else:
-            row = measure_item(pm, net, config, device, check_amp(device), False, profile.compile_backend, profile)
-        _append(result_file, {**row, "key": key, "event": "done"})
-        free(device)
 
 
 def run_in_child(name: str, profile: Profile, keys: Sequence[str], device: torch.device, out_dir: Path,
