@@ -5,7 +5,9 @@ The blocks (``seed_blocks``, ``v1_blocks``, ``segmentation``) only say what they
 module picks, per sub-block:
 
 1. a fused CPU node of :mod:`.fastops` when it applies (CPU, fast ops on, channels-last, no autocast);
-2. else selective recompute (:mod:`.recompute`; any device, autocast included), unless switched off;
+2. else, off that CPU route, selective recompute (:mod:`.recompute`; any device, autocast included), unless switched
+   off. On the CPU route the sub-blocks no fused node covers run plain: there speed is what counts, and the fused
+   nodes already keep about half the memory of plain autograd;
 3. else the plain modules.
 
 Inference (no autograd) always runs the modules (through the fast layers where they apply). Whole-block gradient
@@ -22,8 +24,8 @@ from torch.utils.checkpoint import checkpoint
 
 from .fastops import fused, prepare_input
 from .fastops.kernels import concat_pointwise
-from .fastops.switch import channels_last_setting, cl_format
-from .parts import FFNParts, ResidualBranch, RoyParts
+from .fastops.switch import channels_last_setting, cl_format, fast_ops_enabled, is_channels_last
+from .parts import FFNParts, ResidualBranch, RoyParts, plain_branch
 from .recompute import FrozenRunningStats, branch_forward, recompute_suspended, region_forward
 
 __all__ = ["branch", "checkpointed", "conv_norm", "fused_ffn", "fused_roy", "prepare_input", "prepare_network",
@@ -49,8 +51,16 @@ def fused_roy(parts: RoyParts | None, x: torch.Tensor) -> torch.Tensor | None:
     return fused.roy_forward(parts, x) if parts is not None and fused.roy_fusable(parts, x) else None
 
 
+def cpu_route(x: torch.Tensor) -> bool:
+    """The CPU fast route: fast ops on, a CPU tensor in their channels-last layout (no autocast, not compiling)."""
+    return fast_ops_enabled() and x.device.type == "cpu" and is_channels_last(x)
+
+
 def branch(residual_branch: ResidualBranch, x: torch.Tensor) -> torch.Tensor:
-    """A residual branch's output, keeping only ``x`` for backward when selective recompute is on."""
+    """A residual branch's output, keeping only ``x`` for backward when selective recompute is on (off the CPU
+    route)."""
+    if cpu_route(x):
+        return plain_branch(residual_branch, x)
     return branch_forward(residual_branch, x)
 
 
@@ -62,7 +72,7 @@ def conv_norm(conv: nn.Module, norm: nn.Module, x: torch.Tensor) -> torch.Tensor
     def run(t: torch.Tensor) -> torch.Tensor:
         return norm(conv(t))
 
-    return region_forward(run, (conv, norm), x)
+    return run(x) if cpu_route(x) else region_forward(run, (conv, norm), x)
 
 
 def skip_fusion(proj: nn.Module, norm: nn.Module, act: nn.Module, up: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -73,7 +83,7 @@ def skip_fusion(proj: nn.Module, norm: nn.Module, act: nn.Module, up: torch.Tens
     def run(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return act(norm(concat_pointwise(a, b, proj.weight, proj.bias)))
 
-    return region_forward(run, (proj, norm, act), up, skip)
+    return run(up, skip) if cpu_route(up) else region_forward(run, (proj, norm, act), up, skip)
 
 
 def checkpointed(block: nn.Module, x: torch.Tensor, enabled: bool) -> torch.Tensor:
