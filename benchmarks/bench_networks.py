@@ -523,6 +523,18 @@ def _shape_text(shapes) -> str:
     return ", ".join(p for p in parts if p)
 
 
+def profile_isolated(spec: Spec, plan: str, args: argparse.Namespace) -> dict:
+    """:func:`profile_train_step` in a fresh interpreter: the profiler's event records take gigabytes, which a
+    process that has already trained every network of the run may not have left."""
+    payload = json.dumps({"spec": spec.payload(), "plan": plan})
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--_profile-worker", payload, *_worker_argv(args),
+           "--profile-top", str(args.profile_top)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_thread_env(args.threads))
+    if proc.returncode != 0:
+        raise SystemExit(f"profile worker for {spec.label} ({plan}) failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def profile_train_step(spec: Spec, plan: str, args: argparse.Namespace, device: torch.device, steps: int = 2) -> dict:
     """Profile ``steps`` training steps after one warm-up step: top ops, op families, top (op, shape) pairs."""
     runner = make_runner(spec, plan, args, device)
@@ -984,6 +996,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-write", action="store_true", help="print the markdown instead of writing it")
     parser.add_argument("--_memory-worker", dest="memory_worker", help=argparse.SUPPRESS)
     parser.add_argument("--_trainer-worker", dest="trainer_worker", help=argparse.SUPPRESS)
+    parser.add_argument("--_profile-worker", dest="profile_worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -1005,6 +1018,11 @@ def main(argv: list[str] | None = None) -> dict:
         label, variant, overrides, ref, recompute, amp = payload["spec"]
         spec = Spec(label, variant, tuple(tuple(o) for o in overrides), ref, recompute, amp)
         print(json.dumps({"bytes": step_memory(spec, payload["plan"], args, torch.device(args.device))}))
+        return {}
+    if args.profile_worker:
+        payload = json.loads(args.profile_worker)
+        spec = Spec(*payload["spec"][:2], tuple(tuple(o) for o in payload["spec"][2]), *payload["spec"][3:])
+        print(json.dumps(profile_train_step(spec, payload["plan"], args, torch.device(args.device))))
         return {}
     if args.trainer_worker:
         print(json.dumps(_trainer_worker(json.loads(args.trainer_worker), args.threads)))
@@ -1039,7 +1057,7 @@ def main(argv: list[str] | None = None) -> dict:
         name, _, plan = item.partition(":")
         if (plan or "2d") in args.plans:
             before = os.getloadavg()[0]
-            profiles.append(profile_train_step(Spec(name, name), plan or "2d", args, device))
+            profiles.append(profile_isolated(Spec(name, name), plan or "2d", args))
             loads[f"profile {name} {(plan or '2d').upper()}"] = (before, os.getloadavg()[0])
     trainer = None
     if args.trainer_step:
