@@ -386,6 +386,21 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def run_section_isolated(plan: str, section: str, args: argparse.Namespace) -> list[Result]:
+    """:func:`run_plan` of one plan and section in a fresh interpreter: training ten networks in turn fragments
+    the heap until the process holds tens of GB (its progress goes to this process's stderr)."""
+    argv = [*_worker_argv(args), "--repeats", str(args.repeats), "--repeats-3d", str(args.repeats_3d), "--warmup",
+            str(args.warmup), "--memory", args.memory, "--networks", *args.networks]
+    if not args.reference:
+        argv.append("--no-reference")
+    payload = json.dumps({"plan": plan, "section": section})
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--_section-worker", payload, *argv]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=_thread_env(args.threads))
+    if proc.returncode != 0:
+        raise SystemExit(f"{plan} {section} section worker failed (exit {proc.returncode})")
+    return [Result(**r) for r in json.loads(proc.stdout.strip().splitlines()[-1])]
+
+
 def step_memory_isolated(spec: Spec, plan: str, args: argparse.Namespace) -> int:
     """:func:`step_memory` in a fresh interpreter (peak RSS is per process)."""
     payload = json.dumps({"spec": spec.payload(), "plan": plan})
@@ -997,6 +1012,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--_memory-worker", dest="memory_worker", help=argparse.SUPPRESS)
     parser.add_argument("--_trainer-worker", dest="trainer_worker", help=argparse.SUPPRESS)
     parser.add_argument("--_profile-worker", dest="profile_worker", help=argparse.SUPPRESS)
+    parser.add_argument("--_section-worker", dest="section_worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -1019,6 +1035,17 @@ def main(argv: list[str] | None = None) -> dict:
         spec = Spec(label, variant, tuple(tuple(o) for o in overrides), ref, recompute, amp)
         print(json.dumps({"bytes": step_memory(spec, payload["plan"], args, torch.device(args.device))}))
         return {}
+    if args.section_worker:
+        payload = json.loads(args.section_worker)
+        specs = (default_specs(args.networks, args.reference) if payload["section"] == "fp32"
+                 else autocast_specs(args.networks))
+        stdout, sys.stdout = sys.stdout, sys.stderr  # progress lines to stderr, the result alone to stdout
+        try:
+            rows = run_plan(payload["plan"], specs, args, torch.device(args.device), section=payload["section"])
+        finally:
+            sys.stdout = stdout
+        print(json.dumps([r.__dict__ for r in rows]))
+        return {}
     if args.profile_worker:
         payload = json.loads(args.profile_worker)
         spec = Spec(*payload["spec"][:2], tuple(tuple(o) for o in payload["spec"][2]), *payload["spec"][3:])
@@ -1038,19 +1065,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     given = argv if argv is not None else sys.argv[1:]
     command = ("python benchmarks/bench_networks.py " + " ".join(shlex.quote(a) for a in given)).strip()
-    specs = default_specs(args.networks, args.reference)
     results: list[Result] = []
     loads: dict[str, tuple[float, float]] = {}
     for plan in args.plans:
         if "fp32" in args.sections:
             print(f"== {plan} ==", flush=True)
             before = os.getloadavg()[0]
-            results += run_plan(plan, specs, args, device)
+            results += run_section_isolated(plan, "fp32", args)
             loads[plan.upper()] = (before, os.getloadavg()[0])
         if "autocast" in args.sections:
             print(f"== {plan} autocast ==", flush=True)
             before = os.getloadavg()[0]
-            results += run_plan(plan, autocast_specs(args.networks), args, device, section="autocast")
+            results += run_section_isolated(plan, "autocast", args)
             loads[f"{plan.upper()} autocast"] = (before, os.getloadavg()[0])
     profiles = []
     for item in args.profile:
