@@ -974,6 +974,18 @@ def render_trainer(tr: dict) -> list[str]:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def _portable_arg(arg: str) -> str:
+    """One command-line argument as the report shows it: an absolute path of this machine becomes a path relative
+    to the repository, or ``$TMPDIR/<name>`` outside it (reports never name this machine's folders)."""
+    if not os.path.isabs(arg):
+        return shlex.quote(arg)
+    repo = Path(__file__).resolve().parents[1]
+    path = Path(arg).resolve()
+    if path.is_relative_to(repo):
+        return shlex.quote(str(path.relative_to(repo)))
+    return f'"$TMPDIR/{path.name}"'
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark MedNeXt vs nnU-Net's PlainConvUNet.")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -1064,7 +1076,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.backends.cudnn.benchmark = True
 
     given = argv if argv is not None else sys.argv[1:]
-    command = ("python benchmarks/bench_networks.py " + " ".join(shlex.quote(a) for a in given)).strip()
+    command = ("python benchmarks/bench_networks.py " + " ".join(_portable_arg(a) for a in given)).strip()
     results: list[Result] = []
     loads: dict[str, tuple[float, float]] = {}
     for plan in args.plans:

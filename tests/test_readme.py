@@ -14,6 +14,8 @@ from nnunetv2_mednext.cli import build_parser
 from nnunetv2_mednext.nnunet.trainers.variants import TRAINERS
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+REF = "nnUNetTrainerMedNeXtRefUNet_budget"
+RESENC = "nnUNetResEncUNetMPlans"
 
 
 def _section(tag: str) -> str:
@@ -59,19 +61,23 @@ def test_every_trainer_named_in_readme_exists() -> None:
 
 @pytest.mark.slow
 def test_quickstart_demo_runs_end_to_end(tmp_path: Path) -> None:
-    """The README's demo command (shortened budget): stock plan -> train -> predict -> evaluate for both trainers."""
+    """The README's demo command (shortened budget): stock plan -> train -> predict -> evaluate for every trainer,
+    plus the ResEnc-M baseline row (``--baselines resenc``: nnU-Net's own preset planner) and ``compare`` on the
+    results of the two nnU-Net networks."""
     # a relative --workdir, as README shows it (the nnU-Net commands run inside it: paths must not nest)
     cmd = [sys.executable, "-m", "nnunetv2_mednext", "demo", "--workdir", "demo", "--epochs", "1",
-           "--iters", "3", "--val-iters", "1", "--n-train", "6"]
+           "--iters", "3", "--val-iters", "1", "--n-train", "6", "--baselines", "resenc"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     tmp_path = tmp_path / "demo"
     assert not (tmp_path / "demo").exists()
     rows = json.loads((tmp_path / "demo_results.json").read_text())
-    assert [r["trainer"] for r in rows] == ["nnUNetTrainerMedNeXt_budget", "nnUNetTrainerMedNeXtRefUNet_budget",
-                                            "nnUNetTrainerMedNeXtRecipeUNet_budget"]
+    assert [(r["trainer"], r["plans"]) for r in rows] == [
+        ("nnUNetTrainerMedNeXt_budget", "nnUNetPlans"), (REF, "nnUNetPlans"),
+        ("nnUNetTrainerMedNeXtRecipeUNet_budget", "nnUNetPlans"), (REF, RESENC)]
     steps = [ln for ln in proc.stdout.splitlines() if ln.startswith("[")]
-    assert [ln.split()[0].lstrip("[") for ln in steps] == [f"{i}/11" for i in range(1, 12)]  # one count, no restart
+    # 1 dataset + 2 plannings + 4 x (train, predict, evaluate): one count, no restart
+    assert [ln.split()[0].lstrip("[") for ln in steps] == [f"{i}/15" for i in range(1, 16)]
     assert any(ln.strip().startswith("train_loss") for ln in proc.stdout.splitlines())  # epochs shown as they run
     log = (tmp_path / "logs" / "train_nnUNetTrainerMedNeXt_budget_2d_0.log").read_text()
     assert "# export nnUNet_raw=" in log and "# export NNUNETV2_MEDNEXT_BUDGET=1,3,1" in log
@@ -82,13 +88,33 @@ def test_quickstart_demo_runs_end_to_end(tmp_path: Path) -> None:
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    plans = PlansManager(str(next((tmp_path / "nnUNet_preprocessed").glob("Dataset990_*")) / "nnUNetPlans.json"))
-    cfg = plans.get_configuration("2d")
-    arch = cfg.network_arch_class_name, cfg.network_arch_init_kwargs, cfg.network_arch_init_kwargs_req_import
-    unet = get_network_from_plans(*arch, 1, 3, deep_supervision=True)
-    mednext = TRAINERS["nnUNetTrainerMedNeXt_budget"].build_network_architecture(plans, cfg, 1, 3, True)
-    for r, net in zip(rows, (mednext, unet, unet)):
+    pre = next((tmp_path / "nnUNet_preprocessed").glob("Dataset990_*"))
+    resenc = json.loads((pre / f"{RESENC}.json").read_text())["configurations"]["2d"]
+    assert resenc["architecture"]["network_class_name"].endswith("ResidualEncoderUNet")
+    nets = []
+    for identifier in ("nnUNetPlans", RESENC):
+        plans = PlansManager(str(pre / f"{identifier}.json"))
+        cfg = plans.get_configuration("2d")
+        arch = cfg.network_arch_class_name, cfg.network_arch_init_kwargs, cfg.network_arch_init_kwargs_req_import
+        nets.append(get_network_from_plans(*arch, 1, 3, deep_supervision=True))
+        if identifier == "nnUNetPlans":
+            nets.append(TRAINERS["nnUNetTrainerMedNeXt_budget"].build_network_architecture(plans, cfg, 1, 3, True))
+    unet, mednext, resenc_net = nets
+    for r, net in zip(rows, (mednext, unet, unet, resenc_net)):  # each row's network is the one its plans name
         assert r["params_M"] == round(sum(p.numel() for p in net.parameters()) / 1e6, 3)
-    assert "| nnUNetTrainerMedNeXt_budget |" in (tmp_path / "demo_results.md").read_text()
+    table = (tmp_path / "demo_results.md").read_text()
+    assert "| nnUNetTrainerMedNeXt_budget |" in table and f"| {REF} | {RESENC} |" in table
+
+    out = tmp_path / "cmp"
+    cmp = subprocess.run([sys.executable, "-m", "nnunetv2_mednext", "compare", "-d", "990", "--results",
+                          str(tmp_path / "nnUNet_results"), "-m", f"{REF}__nnUNetPlans__2d", f"{REF}__{RESENC}__2d",
+                          "-f", "0", "--names", "U-Net", "ResEnc-M", "-o", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert cmp.returncode == 0, cmp.stdout[-3000:] + cmp.stderr[-3000:]
+    entries = json.loads((out / "comparison.json").read_text())["models"]
+    assert [e["plans"] for e in entries] == ["nnUNetPlans", RESENC]
+    for e, r in zip(entries, (rows[1], rows[3])):
+        assert round(e["params"] / 1e6, 3) == r["params_M"] and e["epochs_logged"] == 1 and not e["missing"]
+    assert f"| ResEnc-M | `{REF}` | `{RESENC}` | 2d |" in (out / "comparison.md").read_text()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path.parent)  # never overwritten
     assert again.returncode == 2 and "already holds demo results" in again.stderr and "Traceback" not in again.stderr
