@@ -32,6 +32,8 @@ def os_error_message(exc: OSError, path: str | os.PathLike | None = None, action
     fix = _OS_FIXES.get(exc.errno or -1)
     if fix is None:
         return None
+    if action != "write" and exc.errno in (errno.EACCES, errno.EPERM):  # the fix depends on what was refused
+        fix = "make it readable for this user" if action == "read" else "check its permissions for this user"
     where = path or exc.filename or "the output"
     return f"cannot {action} {where}: {exc.strerror or exc}; fix: {fix}"
 

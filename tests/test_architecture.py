@@ -1,7 +1,7 @@
 """The package map of ``docs/architecture.md`` holds in the code: every import runs down the floors, none in a circle.
 
-Imports are read from the source (``ast``), those inside functions included (a lazy import is an arrow too); those under
-``if TYPE_CHECKING:`` are annotations only and do not count.
+Imports are read from the source (``ast``), those inside functions (a lazy import is an arrow too) and those under
+``if TYPE_CHECKING:`` included (an annotation that needs a module above or around it is a circle in the design).
 """
 
 from __future__ import annotations
@@ -36,12 +36,8 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """Modules of the package that ``name`` imports (resolved to the longest known module name)."""
     package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     tree = ast.parse(path.read_text())
-    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
-                   and getattr(block.test, "id", None) == "TYPE_CHECKING" for b in block.body for n in ast.walk(b)}
     found = set()
     for node in ast.walk(tree):
-        if id(node) in typing_only:  # annotations only: no import at run time
-            continue
         targets: list[str] = []
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]

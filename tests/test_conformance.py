@@ -192,3 +192,103 @@ def test_unexplained_failure_keeps_nnunets_traceback_untouched(tmp_path: Path) -
     # the hook's own lines start with "nnunetv2-mednext:" (a venv path may contain the bare package name)
     assert "nnunetv2-mednext:" not in package.stderr and "nnunetv2_mednext" not in package.stderr
     assert package.stderr.strip().splitlines()[-1] == stock.stderr.strip().splitlines()[-1]
+
+
+# ----------------------------------------------------------------------------------- fine-tuning route, side by side
+FT_SOURCE, FT_TARGET, FT_PLANS = 795, 796, "nnUNetPlans_from795"
+
+
+def _relabel_with_a_second_class(folder: Path) -> None:
+    """The target dataset has other labels than the source: the blob's left half becomes label 2."""
+    import numpy as np
+    from PIL import Image
+
+    for sub in ("labelsTr", "labelsTs"):
+        for f in (folder / sub).glob("*.png"):
+            lab = np.array(Image.open(f))
+            left = lab[:, : lab.shape[1] // 2]
+            left[left == 1] = 2
+            Image.fromarray(lab).save(f)
+    info = json.loads((folder / "dataset.json").read_text())
+    info["labels"] = {"background": 0, "blob": 1, "left": 2}
+    (folder / "dataset.json").write_text(json.dumps(info, indent=2))
+
+
+def _side_by_side(runner: NnUNetRunner, name: str, args: list[object], stock_env: dict[str, str]
+                  ) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    """The same command, stock nnU-Net (no hook) first, then with the package installed."""
+    return _command(runner, name, args, stock_env)[0], _command(runner, name, args, {})[0]
+
+
+def _hook_fix(stock: subprocess.CompletedProcess, package: subprocess.CompletedProcess) -> str:
+    """Both failed with the same nnU-Net reason, which the package prints too; the package's explanation line."""
+    reason = nnunet_reason(stock.stderr)
+    assert stock.returncode != 0 and package.returncode != 0 and reason, stock.stderr[-2000:]
+    assert nnunet_reason(package.stderr) == reason, (reason, package.stderr[-2000:])
+    last = package.stderr.strip().splitlines()[-1]
+    assert last.startswith("nnunetv2-mednext: error:") and "fix:" in last, package.stderr[-2000:]
+    return last
+
+
+def _loaded_keys(output: str) -> set[str]:
+    """The keys nnU-Net's ``load_pretrained_weights`` lists as transferred (it prints them with ``verbose``)."""
+    body = output.split("Below is the list of overlapping blocks", 1)[1].split("###################", 1)[0]
+    return {ln.split(" shape ")[0] for ln in body.splitlines()[1:] if " shape " in ln}
+
+
+def test_finetuning_route_stock_and_package_side_by_side(tmp_path: Path) -> None:
+    """nnU-Net's fine-tuning guide (extract_fingerprint -> move_plans_between_datasets -> preprocess ->
+    ``-pretrained_weights``) onto a dataset with other labels, for stock nnU-Net and the package's trainers.
+
+    Where stock nnU-Net fails (moving plans before the fingerprint; 2.8.1's preprocess without ``dataset.json`` in the
+    preprocessed folder) the package fails the same way, prints nnU-Net's reason and names the fix that works (the
+    test applies exactly that fix and goes on); then every trainer fine-tunes with all weights but the heads loaded.
+    """
+    import shutil
+
+    import torch
+
+    runner = NnUNetRunner(tmp_path / "work")
+    make_format_dataset(runner.raw, FT_SOURCE, FORMATS["png_grey"])
+    target = make_format_dataset(runner.raw, FT_TARGET, FORMATS["png_grey"], seed=1)
+    _relabel_with_a_second_class(target)
+    ext = write_stock_trainer(tmp_path / "ext")
+    stock_env = {"NNUNETV2_MEDNEXT_NO_AUTOREGISTER": "1", "nnUNet_extTrainer": str(ext)}
+    plan, _ = _command(runner, "nnUNetv2_plan_and_preprocess", ["-d", FT_SOURCE, "-c", "2d", "-npfp", 1, "-np", 1], {})
+    assert plan.returncode == 0, plan.stderr[-2000:]
+
+    move = ["-s", FT_SOURCE, "-t", FT_TARGET, "-sp", "nnUNetPlans", "-tp", FT_PLANS]
+    fix = _hook_fix(*_side_by_side(runner, "nnUNetv2_move_plans_between_datasets", move, stock_env))
+    assert f"fix: nnUNetv2_extract_fingerprint -d {FT_TARGET}" in fix and "plan_and_preprocess" not in fix, fix
+    for name, args in (("nnUNetv2_extract_fingerprint", ["-d", FT_TARGET, "-np", 1]),
+                       ("nnUNetv2_move_plans_between_datasets", move)):
+        proc, _ = _command(runner, name, args, {})
+        assert proc.returncode == 0, (name, proc.stderr[-2000:])
+
+    preprocess = ["-d", FT_TARGET, "-plans_name", FT_PLANS, "-c", "2d", "-np", 1]
+    fix = _hook_fix(*_side_by_side(runner, "nnUNetv2_preprocess", preprocess, stock_env))
+    name = runner.dataset_name(FT_TARGET)
+    copy = re.search(r"fix: cp (\S+) (\S+)/ and rerun", fix)
+    assert copy and Path(copy[1]) == target / "dataset.json" and Path(copy[2]) == runner.preprocessed / name, fix
+    shutil.copy(copy[1], copy[2])
+    proc, _ = _command(runner, "nnUNetv2_preprocess", preprocess, {})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    no_validation = {"NNUNETV2_MEDNEXT_FINAL_VALIDATION": "0", "nnUNet_n_proc_DA": "0"}
+    for label, trainer, env in (("stock", STOCK_TRAINER, stock_env), ("mednext", "nnUNetTrainerMedNeXt_tiny", {}),
+                                ("v1", V1_TRAINER, {})):
+        env = {**env, **no_validation}
+        source = runner.results / runner.dataset_name(FT_SOURCE) / f"{trainer}__nnUNetPlans__2d" / "fold_0"
+        proc, _ = _command(runner, "nnUNetv2_train", [FT_SOURCE, "2d", 0, "-tr", trainer, "-device", "cpu"], env)
+        assert proc.returncode == 0, (label, proc.stderr[-2000:])
+        weights = source / "checkpoint_final.pth"
+        proc, _ = _command(runner, "nnUNetv2_train", [FT_TARGET, "2d", 0, "-tr", trainer, "-p", FT_PLANS, "-device",
+                                                      "cpu", "-pretrained_weights", weights], env)
+        assert proc.returncode == 0, (label, proc.stderr[-3000:])
+        saved = torch.load(weights, map_location="cpu", weights_only=False)["network_weights"]
+        heads = {k for k in saved if ".seg_layers." in k}
+        assert heads, (label, "no head found by nnU-Net's '.seg_layers.' rule")
+        assert _loaded_keys(proc.stdout) == set(saved) - heads, label  # everything but the heads
+        tuned = runner.results / name / f"{trainer}__{FT_PLANS}__2d" / "fold_0" / "checkpoint_final.pth"
+        out = torch.load(tuned, map_location="cpu", weights_only=False)["network_weights"]
+        assert all(out[k].shape[0] == 3 for k in heads if k.endswith("weight")), label  # 3 classes now

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from nnunetv2_mednext.doctor import cases, check, profiles, sections
-from nnunetv2_mednext.doctor.report import Report, render_markdown
+from nnunetv2_mednext.doctor.report import Report, attention, render_markdown
 from nnunetv2_mednext.doctor.sections import routes
 from nnunetv2_mednext.doctor.sections.base import Context, Section
 from nnunetv2_mednext.networks.fastops import CHANNELS_LAST_ENV
@@ -198,7 +198,7 @@ def test_routes_markdown_and_attention_on_gpu_numbers() -> None:
     assert "| PlainConvUNet | 3d_fullres | default | (reference) | 4.0 | - |" in md
     assert "select `compiled_recompute_off` with `NNUNETV2_MEDNEXT_RECOMPUTE=0`" in md
     assert "does not yet make the network's input channels-last" in md
-    assert any(a.startswith("routes: mednext_t 3d_fullres: `channels_last` ran fastest") for a in report.attention())
+    assert any(a.startswith("routes: mednext_t 3d_fullres: `channels_last` ran fastest") for a in attention(report))
     report.routes.append(_row("mednextv1_s_k3", "recompute_off", 0, None, status="fail"))
     assert report.failures() == ["routes: mednextv1_s_k3 3d_fullres recompute_off: failed"]
 

@@ -335,7 +335,7 @@ def test_planner_rows_and_refit_on_cuda_numbers() -> None:
     assert f"median {fit:.3f}" in advice
     assert f"OVERHEAD_FACTOR = {fit / mp.BYTES_PER_PROXY_UNIT_AMP:.3f}" in advice
     report = rp.Report(planner=planner)
-    assert any("mednextv1_l_k3" in a and "checkpointing" in a for a in report.attention())
+    assert any("mednextv1_l_k3" in a and "checkpointing" in a for a in rp.attention(report))
 
 
 def test_planner_rows_on_cpu_use_the_fp32_model() -> None:
@@ -359,7 +359,7 @@ def test_report_failures_and_markdown() -> None:
                             "reason": "nan"})
     report.skip("x", "because")
     assert report.failures() == ["matrix: mednext_t 3d_fullres fp32: boom", "classify: mednext_cls_t 32px fp32: nan"]
-    assert any("warning only" in a for a in report.attention())
+    assert any("warning only" in a for a in rp.attention(report))
     md = rp.render_markdown(report)
     assert "**Verdict: FAIL**" in md and "CPU subset" in md and "* x: because" in md
     assert "| mednext_cls_t | 32px x 4 | fp32 | - | - | - | - | - | fail: nan |" in md

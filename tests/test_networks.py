@@ -723,7 +723,7 @@ def _kw(**changes) -> dict:
         ({"conv_op": "torch.nn.NoSuchConv"}, ValueError, "cannot be imported"),
         ({"conv_op": 4}, ValueError, "spatial dimension must be 2 or 3"),
         ({"n_stages": 1, "strides": [[1, 1]], "features_per_stage": [4]}, ValueError, "n_stages must be >= 2"),
-        ({"block": "v2"}, ValueError, "block must be one of"),
+        ({"block": "v3"}, ValueError, "block must be one of"),
         ({"composition": "C"}, ValueError, "composition must be 'A' or 'B'"),
         ({"norm": "weird"}, ValueError, "unknown norm"),
         ({"sem_kernels": (5, 6)}, ValueError, "SEM kernels must be odd"),

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from . import amp as gpu
+from .findings import Report
 from .profiles import NETS, Profile
-from .report import Report
 from .sections import ALL, Context
 
 

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     import torch
 
     from .check import run_check
-    from .report import write_report
+    from .report import attention, write_report
 
     out_dir = Path(args.out)
     if (out_dir / "device_check.json").exists() and not args.overwrite:
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     report = run_check(profile, device, out_dir, argv, args.skip, args.nets, args.compile,
                        log=lambda s: print(s, flush=True), progress=lambda r: write_report(r, out_dir))
     js, md = write_report(report, out_dir)
-    fails, attn = report.failures(), report.attention()
+    fails, attn = report.failures(), attention(report)
     print(f"\n{'FAIL' if fails else 'PASS'}: {len(fails)} failure(s), {len(attn)} attention, "
           f"{len(report.skipped)} skipped")
     for line in fails:

@@ -1,58 +1,29 @@
-"""The device check's findings (:class:`Report`) and the two files written from them: ``device_check.json`` and
+"""The two files written from the device check's findings (:class:`~.findings.Report`): ``device_check.json`` and
 ``device_check.md`` (a header, then each section's own part, then what was skipped)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
+from .findings import Report
 from .sections import ALL
 from .sections.base import gib
 
-# sections whose rows carry a ``status``: a ``fail`` there is a failure of the check (unless ``warn_only``)
-ROW_SECTIONS = ("matrix", "stability", "compile", "routes", "predictor", "classify", "nnunet_train")
 ENVIRONMENT_KEYS = ("gpu", "capability", "n_gpus", "gpu_memory_bytes", "cuda", "cudnn", "torch", "nnunetv2",
                     "nnunetv2_mednext", "python", "machine", "load_average", "cxx", "amp_auto", "amp_nnunet")
 
 
-@dataclass
-class Report:
-    """Everything the check found; written as JSON and markdown."""
-
-    meta: dict = field(default_factory=dict)
-    matrix: list[dict] = field(default_factory=list)
-    stability: list[dict] = field(default_factory=list)
-    planner: list[dict] = field(default_factory=list)
-    refit: list[str] = field(default_factory=list)
-    compile: list[dict] = field(default_factory=list)
-    routes: list[dict] = field(default_factory=list)
-    routes_best: list[dict] = field(default_factory=list)
-    predictor: list[dict] = field(default_factory=list)
-    classify: list[dict] = field(default_factory=list)
-    nnunet_train: list[dict] = field(default_factory=list)
-    skipped: list[dict] = field(default_factory=list)
-
-    def skip(self, what: str, why: str) -> None:
-        self.skipped.append({"what": what, "why": why})
-
-    def failures(self) -> list[str]:
-        out = []
-        for section in ROW_SECTIONS:
-            for r in getattr(self, section):
-                if r.get("status") == "fail" and not r.get("warn_only"):
-                    label = " ".join(str(r.get(k)) for k in ("net", "config", "route", "amp") if r.get(k) is not None)
-                    out.append(f"{section}: {label}: {r.get('reason', 'failed')}")
-        return out
-
-    def attention(self) -> list[str]:
-        return [line for s in ALL for line in s.attention(self)]
+def attention(report: Report) -> list[str]:
+    """What each section asks a human to look at (:attr:`Section.attention`)."""
+    return [line for s in ALL for line in s.attention(report)]
 
 
 def render_markdown(report: Report) -> str:
     """``device_check.md``: verdict and environment, then every section's part (:attr:`Section.render`)."""
     m = report.meta
-    fails, attn = report.failures(), report.attention()
+    fails, attn = report.failures(), attention(report)
     out = [f"# nnunetv2-mednext device check: {m['subset']}", "",
            f"`{m['command']}`, {m['date']}, {m['seconds']} s of a {m['budget_s']:.0f} s budget.", ""]
     if not m.get("complete"):
@@ -79,7 +50,7 @@ def write_report(report: Report, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     data = asdict(report)
     data["verdict"] = "fail" if report.failures() else "pass"
-    data["failures"], data["attention"] = report.failures(), report.attention()
+    data["failures"], data["attention"] = report.failures(), attention(report)
     js, md = out_dir / "device_check.json", out_dir / "device_check.md"
     js.write_text(json.dumps(data, indent=2, default=str) + "\n")
     md.write_text(render_markdown(report))

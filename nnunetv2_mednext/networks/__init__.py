@@ -18,11 +18,13 @@ from .seed_blocks import LinearAttentionFFN, MedNeXtBlock, SmoothDWFFN, SpatialE
 from .segmentation import MedNeXtUNet
 from .upkern import UpKernError, upkern_load, upkern_state_dict
 from .v1_blocks import UPSAMPLE_ALIGNS, MedNeXtV1Block, MedNeXtV1Down, MedNeXtV1Up
+from .v2_blocks import GlobalResponseNorm, MedNeXtV2Block, MedNeXtV2Down, MedNeXtV2Up
 
 __all__ = [
     "CLS_VARIANTS",
     "SEG_VARIANTS",
     "UPSAMPLE_ALIGNS",
+    "GlobalResponseNorm",
     "LinearAttentionFFN",
     "MedNeXtBlock",
     "MedNeXtClassifier",
@@ -30,6 +32,9 @@ __all__ = [
     "MedNeXtV1Block",
     "MedNeXtV1Down",
     "MedNeXtV1Up",
+    "MedNeXtV2Block",
+    "MedNeXtV2Down",
+    "MedNeXtV2Up",
     "RoyWeightsError",
     "SegVariant",
     "SmoothDWFFN",

@@ -36,8 +36,9 @@ from .layers import (
 from .recompute import recompute_enabled
 from .seed_blocks import DEFAULT_LA_KERNELS, DEFAULT_SEM_KERNELS, MedNeXtBlock
 from .v1_blocks import MedNeXtV1Block, MedNeXtV1Down, MedNeXtV1Up, check_upsample_align, pytorch_default_init
+from .v2_blocks import MedNeXtV2Block, MedNeXtV2Down, MedNeXtV2Up
 
-BLOCK_FAMILIES = ("seed", "v1")
+BLOCK_FAMILIES = ("seed", "v1", "v2")
 INIT_SCHEMES = ("mednext", "pytorch")
 
 # PlainConvUNet / ResidualEncoderUNet keywords found in stock nnU-Net plans. They are accepted so that a stock
@@ -97,7 +98,7 @@ class MedNeXtEncoder(nn.Module):
                                                make_norm(net.norm, f[i], c)))
             else:
                 self.down.append(
-                    MedNeXtV1Down(
+                    (MedNeXtV2Down if net.block == "v2" else MedNeXtV1Down)(
                         f[i - 1], f[i], stride=net.strides[i], exp_ratio=net.exp_ratio[i],
                         kernel_size=net.block_kernel(i), conv_op=c, norm=net.norm,
                     )
@@ -144,7 +145,7 @@ class MedNeXtDecoder(nn.Module):
                 )
             else:
                 self.up.append(
-                    MedNeXtV1Up(
+                    (MedNeXtV2Up if net.block == "v2" else MedNeXtV1Up)(
                         f[i + 1], f[i], stride=s, exp_ratio=net.exp_ratio_decoder[i],
                         kernel_size=net.block_kernel(i + 1), conv_op=c, norm=net.norm,
                         upsample_align=net.upsample_align,
@@ -188,7 +189,8 @@ class MedNeXtUNet(nn.Module):
         input_channels, num_classes, deep_supervision: as passed by nnU-Net.
         n_stages, features_per_stage, conv_op, kernel_sizes, strides: the plan's topology. ``strides[0]`` must
             be all ones; a kernel of 1 along an axis (anisotropic plans) keeps every large kernel flat there.
-        block: ``"seed"`` (SEM / LA-FFN / SDW-FFN blocks) or ``"v1"`` (Roy et al. blocks).
+        block: ``"seed"`` (SEM / LA-FFN / SDW-FFN blocks), ``"v1"`` (Roy et al. blocks) or ``"v2"`` (MedNeXt-v2:
+            Roy et al. blocks with a GRN after the expansion).
         n_blocks_per_stage: blocks per encoder stage (int or list, index = resolution level).
         n_blocks_per_stage_decoder: blocks per decoder stage (index = resolution level, ``n_stages - 1`` entries).
         exp_ratio, exp_ratio_decoder: FFN expansion ratios per level.
@@ -207,7 +209,7 @@ class MedNeXtUNet(nn.Module):
             ``n_stages`` entries (the bottleneck's last), as Roy et al.'s network. Off: nnU-Net's contract.
         init: ``"pytorch"`` (PyTorch's default init of every layer, heads as the official transposed 1x1 convs:
             Roy et al.'s code) or ``"mednext"`` (``layers.init_weights``); ``None``: ``"pytorch"`` for
-            ``block="v1"``, ``"mednext"`` for the seed family.
+            ``block="v1"`` and ``"v2"``, ``"mednext"`` for the seed family.
         head_init: with ``init="mednext"``, the 1x1 segmentation heads: ``"fan_in"`` (default; std
             ``1/sqrt(fan_in)``: initial logits of about unit scale) or ``"fan_out"`` (the other layers' He fan-out
             rule: initial logits of std ~5-10; the default before the ablation of ``docs/ablations.md``).
@@ -281,7 +283,7 @@ class MedNeXtUNet(nn.Module):
         make_norm(norm, 4, self.conv_op)  # validates the norm name early
         self.upsample_align = check_upsample_align(upsample_align)
         self.ds_bottleneck = bool(ds_bottleneck)
-        self.init = init if init is not None else ("pytorch" if block == "v1" else "mednext")
+        self.init = init if init is not None else ("pytorch" if block in ("v1", "v2") else "mednext")
         if head_init not in ("fan_out", "fan_in"):
             raise ValueError(f"head_init must be 'fan_out' or 'fan_in', got {head_init!r}")
         self.head_init = head_init
@@ -305,6 +307,8 @@ class MedNeXtUNet(nn.Module):
     def make_block(self, level: int, index: int, decoder: bool) -> nn.Module:
         ratio = (self.exp_ratio_decoder if decoder else self.exp_ratio)[level]
         channels = self.features_per_stage[level]
+        if self.block == "v2":
+            return MedNeXtV2Block(channels, channels, int(ratio), self.block_kernel(level), self.conv_op, True, self.norm)
         if self.block == "v1" or level < self.n_light_levels:
             return MedNeXtV1Block(channels, channels, int(ratio), self.block_kernel(level), self.conv_op, True, self.norm)
         return MedNeXtBlock(

@@ -13,6 +13,7 @@ failure. Then it prints two lines: nnU-Net's own exception type and message, and
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -22,26 +23,10 @@ from types import TracebackType
 
 from nnunetv2_mednext.envflags import env_flag
 from nnunetv2_mednext.errors import MedNeXtUserError
+from nnunetv2_mednext.nnunet.argv import arg_values, command_name
 
 SHOW_TRACEBACK_ENV = "NNUNETV2_MEDNEXT_TRACEBACK"
 _trainer_names: Callable[[], list[str]] | None = None  # set by install() when the trainers are imported
-
-
-def command_name(argv: Sequence[str] | None = None) -> str:
-    argv = sys.argv if argv is None else argv
-    return os.path.basename(argv[0]) if argv else ""
-
-
-def _arg_values(argv: Sequence[str], flag: str) -> list[str]:
-    """Values that follow ``flag`` in ``argv`` (up to the next option)."""
-    out: list[str] = []
-    for i, a in enumerate(argv):
-        if a == flag:
-            for v in argv[i + 1 :]:
-                if v.startswith("-") and not v.lstrip("-").isdigit():
-                    break
-                out.append(v)
-    return out
 
 
 def _frame_locals(tb: TracebackType | None, function: str) -> dict | None:
@@ -167,13 +152,13 @@ def _data_problems(argv: Sequence[str]):  # type: ignore[no-untyped-def]
     cmd = command_name(argv)
     raw = os.environ.get("nnUNet_raw")
     if cmd in PLAN_COMMANDS and raw:
-        for d in _arg_values(argv, "-d"):
+        for d in arg_values(argv, "-d"):
             for full in (False, True):
                 yield lambda d=d, full=full: dataset_check.check_raw_dataset(Path(raw) / find_dataset(d), full=full)
     elif cmd == "nnUNetv2_train" and raw and len(argv) > 1:
         yield lambda: dataset_check.check_raw_dataset(Path(raw) / find_dataset(argv[1]))
     elif cmd in PREDICT_COMMANDS:
-        folder, model = _arg_values(argv, "-i"), _model_folder(argv)
+        folder, model = arg_values(argv, "-i"), _model_folder(argv)
         if folder and model is not None and (model / "dataset.json").is_file():
             import json
 
@@ -201,17 +186,17 @@ def _diagnose_data(exc: BaseException, tb: TracebackType | None, argv: Sequence[
 
 def _model_folder(argv: Sequence[str]) -> Path | None:
     """Model folder of a predict command (``-m`` folder, or ``-d/-tr/-p/-c``)."""
-    folders = _arg_values(argv, "-m")
+    folders = arg_values(argv, "-m")
     if folders:
         return Path(folders[0])
     results = os.environ.get("nnUNet_results")
-    d, c = _arg_values(argv, "-d"), _arg_values(argv, "-c")
+    d, c = arg_values(argv, "-d"), arg_values(argv, "-c")
     if not (results and d and c):
         return None
     from nnunetv2_mednext.nnunet.env import find_dataset
 
-    tr = (_arg_values(argv, "-tr") or ["nnUNetTrainer"])[0]
-    p = (_arg_values(argv, "-p") or ["nnUNetPlans"])[0]
+    tr = (arg_values(argv, "-tr") or ["nnUNetTrainer"])[0]
+    p = (arg_values(argv, "-p") or ["nnUNetPlans"])[0]
     return Path(results) / find_dataset(d[0], "nnUNet_results") / f"{tr}__{p}__{c[0]}"
 
 
@@ -240,8 +225,11 @@ def friendly_message(exc: BaseException, tb: TracebackType | None = None,
         return message
     if isinstance(exc, OSError):
         from nnunetv2_mednext.fsutil import os_error_message
+        from nnunetv2_mednext.nnunet.file_errors import failing_operation
 
-        message = os_error_message(exc)
+        # a read-only or full disk fails only writes; otherwise the traceback says which operation failed
+        writes_only = exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+        message = os_error_message(exc, action=failing_operation(tb) or ("write" if writes_only else "access"))
         if message:
             return message
     if isinstance(exc, RuntimeError) and text.startswith("Could not find a dataset with the ID"):
@@ -261,9 +249,12 @@ def friendly_message(exc: BaseException, tb: TracebackType | None = None,
     if isinstance(exc, RuntimeError) and text.startswith("Could not find requested nnunet trainer"):
         found = re.match(r"Could not find requested nnunet trainer (\S+)", text)
         return unknown_trainer_message(found.group(1) if found else "?")
-    if isinstance(exc, FileNotFoundError) and str(exc.filename or "").lower().endswith("plans.json"):
-        return (f"plans file {exc.filename} not found; fix: run nnUNetv2_plan_and_preprocess -d ID (nnUNetPlans) or "
-                "nnunetv2-mednext plan_and_preprocess -d ID (nnUNetMedNeXtPlans), or pass the right -p")
+    if isinstance(exc, FileNotFoundError):
+        from nnunetv2_mednext.nnunet.file_errors import file_not_found_message
+
+        message = file_not_found_message(exc, tb, argv)
+        if message:
+            return message
     if isinstance(exc, ValueError) and "n_splits" in text and "number of samples" in text:
         n = re.search(r"n_samples=(\d+)", text)
         return (f"only {n.group(1) if n else 'a few'} training cases, fewer than the 5 folds of nnU-Net's "

@@ -7,14 +7,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import torch
 
+from ..findings import Report
 from ..profiles import Profile
-
-if TYPE_CHECKING:
-    from ..report import Report
 
 T = TypeVar("T")
 Skip = tuple[str, str]  # (what, why) for the report's Skipped list

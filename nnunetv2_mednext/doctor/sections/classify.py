@@ -15,7 +15,6 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -23,10 +22,8 @@ from torch import nn
 from nnunetv2_mednext.classification.models import build_classifier
 
 from ..cases import free, sync
+from ..findings import Report
 from .base import Context, Section, gib, status_cell, table
-
-if TYPE_CHECKING:
-    from ..report import Report
 
 N_CLASSES = 3
 SPEED_NETS = ("mednext_cls_t", "resnet18")  # resnet18: the reference of the ratios

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .. import amp as gpu
 from ..cases import measure_item
+from ..findings import Report
 from .base import Context, Section, gib, shape, status_cell, table
-
-if TYPE_CHECKING:
-    from ..report import Report
 
 
 def run(ctx: Context) -> None:

@@ -6,15 +6,13 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from .. import amp as gpu
+from ..findings import Report
 from .base import Context, Section, Skip, status_cell, table
-
-if TYPE_CHECKING:
-    from ..report import Report
 
 
 def nnunet_train_run(out_dir: Path, gpus: int, timeout_s: float, device: str = "cuda") -> dict:

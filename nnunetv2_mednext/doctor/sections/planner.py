@@ -4,12 +4,9 @@ peak the matrix section measured, and how to re-fit the planner's constants."""
 from __future__ import annotations
 
 import statistics
-from typing import TYPE_CHECKING
 
+from ..findings import Report
 from .base import Context, Section, gib, shape, table
-
-if TYPE_CHECKING:
-    from ..report import Report
 
 RATIO_TOLERANCE = 0.25  # planner estimate vs measured peak
 # nnU-Net 2.8 ExperimentPlanner: a proxy of UNet_reference_val_{3d,2d} at batch {2,12} fills 8 GB

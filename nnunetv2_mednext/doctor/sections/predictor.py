@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..cases import failure, free, sync, trainer_class
+from ..findings import Report
 from ..profiles import NUM_CLASSES
 from .base import Context, Section, shape, status_cell, table
-
-if TYPE_CHECKING:
-    from ..report import Report
 
 
 def predictor_run(pm: Any, dataset_json: dict, net_name: str, config: str, volume: Sequence[int],

@@ -22,7 +22,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -33,12 +33,10 @@ from nnunetv2_mednext.networks.recompute import RECOMPUTE_ENV, recompute_enabled
 
 from .. import amp as gpu
 from ..cases import Case, bench_case, check_amp, measure_item
+from ..findings import Report
 from ..profiles import ROUTE_NETS, Profile
 from ..worker import item_key, run_in_child
 from .base import Context, Section, gib, status_cell, table
-
-if TYPE_CHECKING:
-    from ..report import Report
 
 UNET = "PlainConvUNet"
 MARGIN = 0.05  # a route must beat what a run gets without settings by this much to be named the one to select

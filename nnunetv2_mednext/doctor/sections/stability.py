@@ -4,17 +4,15 @@ loss, gradients or weights, and the loss goes down."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from .. import amp as gpu
 from ..cases import Case, build_case, ds_targets, failure, free, learnable_batch, sync
+from ..findings import Report
 from ..profiles import NUM_CLASSES
 from .base import Context, Section, Skip, status_cell, table
-
-if TYPE_CHECKING:
-    from ..report import Report
 
 
 def stability_run(case: Case, pm: Any, device: torch.device, steps: int, deadline: float) -> dict:

@@ -3,14 +3,10 @@ compiles them), in a child process under a timeout (:mod:`..worker`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .. import amp as gpu
+from ..findings import Report
 from ..worker import item_key, run_in_child
 from .base import Context, Section, Skip, gib, status_cell, table
-
-if TYPE_CHECKING:
-    from ..report import Report
 
 MIN_BUDGET_S = 10
 
