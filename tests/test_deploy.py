@@ -168,21 +168,6 @@ def test_backends_give_nnunets_masks_with_two_folds(models: NnUNetRunner, tmp_pa
             assert np.abs(probs - ref_probs).max() < 2e-3, backend  # nnU-Net accumulates logits in fp16
 
 
-def test_stock_unet_predicts_with_onnxruntime(models: NnUNetRunner, tmp_path: Path) -> None:
-    """A stock nnU-Net model: its missing export is made on first use, then used."""
-    folder = model_folder(models, STOCK_TRAINER)
-    for p in folder.glob("fold_0/*.onnx*"):
-        p.unlink()
-    args = _predict_args(models, tmp_path / "stock", STOCK_TRAINER)
-    assert subprocess.run([nnunet_command("nnUNetv2_predict"), *args], capture_output=True, env=_env(models),
-                          timeout=600).returncode == 0
-    proc = _cli(models, "predict", *_predict_args(models, tmp_path / "ort", STOCK_TRAINER), "--backend", "onnxruntime")
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    assert "exporting fold 0 first" in proc.stdout and (folder / "fold_0" / "checkpoint_final.onnx").is_file()
-    for case, mask in _masks(tmp_path / "ort").items():
-        assert _dice(_masks(tmp_path / "stock")[case], mask) >= 0.999
-
-
 def test_stale_export_is_never_used(models: NnUNetRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     from nnunetv2_mednext.nnunet.deploy.onnx_export import export_model, sidecar_path, stale_reason
     from nnunetv2_mednext.nnunet.deploy.predict import ensure_exports
@@ -262,3 +247,30 @@ def test_mismatch_above_tolerance_is_a_clear_error(tmp_path: Path) -> None:
     check_agreement("random", compare(ref, ref + 1e-6), tmp_path / "x.onnx")
     with pytest.raises(MedNeXtUserError, match="disagrees with PyTorch on random tiles: max abs logit difference"):
         check_agreement("random", compare(ref, ref + 0.5), tmp_path / "x.onnx")
+
+
+def test_inference_benchmark_writes_its_table(models: NnUNetRunner) -> None:
+    """benchmarks/bench_inference.py on this module's models (nothing trained again): one case, one thread; its
+    predictions also show a stock nnU-Net U-Net giving nnU-Net's masks through onnxruntime."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_inference.py"
+    cmd = [sys.executable, str(script), "--dataset", "synthetic", "--dataset-id", str(DS), "--out", str(models.workdir),
+           "--mednext-trainer", MEDNEXT, "--unet-trainer", STOCK_TRAINER, "--cases", "1", "--threads", "1",
+           "--tta", "on", "--backends", "nnunet", "onnxruntime"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(models), timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    table = (models.workdir / "bench_inference.md").read_text()
+    results = json.loads((models.workdir / "bench_inference.json").read_text())["results"]
+    assert [(r["row"], r["backend"]) for r in results] == [("mednext", "nnunet"), ("mednext", "onnxruntime"),
+                                                           ("unet", "nnunet"), ("unet", "onnxruntime")]
+    for r in results:
+        assert r["cases"] == 1 and r["per_case"] > 0
+        assert abs(r["per_case"] - r["preprocessing"] - r["sliding_window"] - r["export"]) < 1e-6
+    assert "| mednext | onnxruntime | on | 1 |" in table and "x U-Net with nnU-Net's torch loop" in table
+    assert "load average" in table or "uptime" in table
+    # nnU-Net's U-Net (stock trainer) through its exported network: nnU-Net's own masks
+    for row in ("mednext", "unet"):
+        torch_masks = _masks(models.workdir / "bench_pred" / f"{row}_nnunet_on_1t")
+        ort_masks = _masks(models.workdir / "bench_pred" / f"{row}_onnxruntime_on_1t")
+        assert torch_masks.keys() == ort_masks.keys() and len(torch_masks) == 1
+        for case, mask in ort_masks.items():
+            assert _dice(torch_masks[case], mask) >= 0.999, (row, case)

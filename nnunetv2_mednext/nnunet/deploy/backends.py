@@ -3,8 +3,8 @@
 nnU-Net's predictor calls ``network.load_state_dict(params)`` once per fold and then ``network(tile)`` for each
 tile and each mirrored copy of it. :class:`ExportedNetwork` keeps one session per fold: the predictor's
 ``list_of_parameters`` holds small markers naming the fold (:func:`fold_marker`), ``load_state_dict`` picks that
-fold's session, ``forward`` runs it on numpy arrays. Sessions are made on first use, with as many threads as nnU-Net
-gives PyTorch at that moment.
+fold's session, ``forward`` runs it on numpy arrays. ``predict`` makes the sessions up front, with the threads
+nU-Net gives PyTorch for the sliding window.
 """
 
 from __future__ import annotations
@@ -101,9 +101,10 @@ class ExportedNetwork(nn.Module):
         self.active = fold
         return None
 
-    def session(self, fold: str):
+    def session(self, fold: str, threads: int | None = None):
+        """The fold's session, made on first use (``threads``: default PyTorch's number at that moment)."""
         if fold not in self.sessions:
-            self.sessions[fold] = make_session(self.backend, self.files[fold], torch.get_num_threads())
+            self.sessions[fold] = make_session(self.backend, self.files[fold], threads or torch.get_num_threads())
         return self.sessions[fold]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

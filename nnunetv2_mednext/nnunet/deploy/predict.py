@@ -117,8 +117,15 @@ def install_backend(predictor, backend: str, folds: list, files: dict[str, Path]
     from .fast_torch import install_batched_mirroring
 
     if backend != "torch":
+        import torch
+        from nnunetv2.configuration import default_num_processes
+
         predictor.network = ExportedNetwork(backend, files or {})
         predictor.list_of_parameters = [fold_marker(f) for f in folds]
+        # the threads nnU-Net gives PyTorch for the sliding window (predict_logits_from_preprocessed_data)
+        threads = min(default_num_processes, torch.get_num_threads())
+        for fold in predictor.network.files:
+            predictor.network.session(fold, threads)
     install_batched_mirroring(predictor)
 
 
