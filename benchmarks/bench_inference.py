@@ -7,7 +7,7 @@ nnUNetv2_predict's entry point) over the same cases in nnU-Net's sequential mode
 nnU-Net's three stages per case: preprocessing (``run_case``: read, crop, resample, normalise), sliding window
 (``predict_logits_from_preprocessed_data``: the network, Gaussian weighting, mirroring) and resampling/export
 (``export_prediction_from_logits``). Backends: ``nnunet`` is nnU-Net's own loop (``--backend torch`` with
-``NNUNETV2_MEDNEXT_MIRROR_BATCH=1``), ``torch`` batches the mirrored copies, ``onnxruntime``/``openvino`` run the
+``NNUNETV2_MEDNEXT_MIRROR_BATCH=1``, the default), ``torch-batched`` batches the mirrored copies (``=8``), ``onnxruntime``/``openvino`` run the
 fold's ONNX export (made before timing; its time is reported apart). Threads: ``nnUNet_def_n_proc`` and
 ``OMP_NUM_THREADS``. Timing does not depend on accuracy: the models are trained briefly (``--budget``).
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = {"mednext": "nnUNetTrainerMedNeXt_budget", "unet": "nnUNetTrainerMedNeXtRefUNet_budget"}
-BACKENDS = ("nnunet", "torch", "onnxruntime", "openvino")
+BACKENDS = ("nnunet", "torch-batched", "onnxruntime", "openvino")
 #: dataset -> (id, configuration)
 DATASETS = {"hippocampus": (4, "3d_fullres"), "acdc": (27, "2d"), "synthetic": (976, "2d")}
 
@@ -132,12 +132,12 @@ def measure(args: argparse.Namespace, runner, name: str, inputs: Path) -> list[d
                     shutil.rmtree(pred, ignore_errors=True)
                     argv = ["-i", str(inputs), "-o", str(pred), "-d", str(ds), "-c", config, "-tr", args.trainer[row], "-f",
                             "0", "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_progress_bar",
-                            "--backend", "torch" if backend == "nnunet" else backend]
+                            "--backend", "torch" if backend in ("nnunet", "torch-batched") else backend]
                     if tta == "off":
                         argv.append("--disable_tta")
                     spec = {"argv": argv, "result": str(runner.workdir / "logs" / f"bench_{tag}.json")}
                     env = {"nnUNet_def_n_proc": str(threads), "OMP_NUM_THREADS": str(threads),
-                           "MKL_NUM_THREADS": str(threads), "NNUNETV2_MEDNEXT_MIRROR_BATCH": "1" if backend == "nnunet" else "8"}
+                           "MKL_NUM_THREADS": str(threads), "NNUNETV2_MEDNEXT_MIRROR_BATCH": "8" if backend == "torch-batched" else "1"}
                     runner.run_argv([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
                                     f"bench_{tag}", extra_env=env, what=f"timed prediction {tag}")
                     res = json.loads(Path(spec["result"]).read_text())

@@ -76,6 +76,17 @@ from nnunetv2_mednext.networks.recompute import recompute_suspended
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
+#: sections of DOC written by other benchmarks (``bench_inference.py``): kept, from this marker on, when DOC is rewritten
+KEPT_MARKER = "<!-- kept: sections of other benchmarks -->"
+
+
+def kept_sections(path: Path) -> str:
+    """The part of ``path`` from :data:`KEPT_MARKER` on (other benchmarks' sections), or nothing."""
+    if not path.is_file():
+        return ""
+    text = path.read_text(encoding="utf-8")
+    at = text.find(KEPT_MARKER)
+    return "\n" + text[at:] if at >= 0 else ""
 MEDNEXT_CLASS = "nnunetv2_mednext.networks.segmentation.MedNeXtUNet"
 OURS = ("mednext_t", "mednextv1_s_k3")
 BASELINE = "nnU-Net PlainConvUNet"
@@ -1114,7 +1125,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(text)
     else:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n", encoding="utf-8")
+        args.output.write_text(text + "\n" + kept_sections(args.output), encoding="utf-8")
         print(text)
         print(f"\nwrote {args.output}")
     return raw

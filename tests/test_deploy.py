@@ -202,7 +202,7 @@ def test_batched_mirroring_equals_nnunets_loop(models: NnUNetRunner, monkeypatch
         predictor.network.eval()
         x = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
         reference = predictor._internal_maybe_mirror_and_predict(x)
-        batched = mirrored_predict(predictor, x)
+        batched = mirrored_predict(predictor, x, batch=8)
         torch.testing.assert_close(batched, reference, rtol=1e-5, atol=1e-5)
         assert torch.equal(batched.argmax(1), reference.argmax(1))
 

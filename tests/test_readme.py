@@ -46,6 +46,24 @@ def test_every_subcommand_in_readme_exists() -> None:
     assert used and used <= known, used - known
 
 
+def test_deploy_commands_parse_and_match_ci_install() -> None:
+    """README's export-onnx and predict lines parse with the real parsers (predict: nnUNetv2_predict's own plus
+    --backend), and README installs the deploy extra exactly as .ci/run does."""
+    import shlex
+
+    from nnunetv2_mednext.cli.cmd_predict import full_parser
+
+    lines = [ln for ln in _section("deploy").splitlines() if ln.startswith("nnunetv2-mednext ")]
+    assert [ln.split()[1] for ln in lines] == ["export-onnx", "predict"]
+    export = build_parser().parse_args(shlex.split(lines[0])[1:])
+    assert export.folds == ["0", "1", "2", "3", "4"] and export.model_folder.endswith("__3d_fullres")
+    predict = full_parser("nnunetv2-mednext predict").parse_args(shlex.split(lines[1])[2:])
+    assert predict.backend == "onnxruntime" and predict.device == "cpu" and predict.c == "3d_fullres"
+    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    install = re.search(r'pip install "torch==[^\n]*\.\[test,deploy\]"', README)
+    assert install and install.group(0).replace("pip install ", "") in ci
+
+
 def test_every_trainer_named_in_readme_exists() -> None:
     names = {n.split("__")[0] for n in re.findall(r"\bnnUNetTrainerMedNeXt\w*", README)}  # results folders: T__P__C
     expanded = set()

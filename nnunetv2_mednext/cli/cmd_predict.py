@@ -3,8 +3,8 @@
 Takes exactly nnUNetv2_predict's arguments (read from the installed nnU-Net) plus
 --backend {torch,onnxruntime,openvino}. nnU-Net's predictor does everything else: preprocessing, the
 Gaussian-weighted sliding window, mirroring (off with --disable_tta), fold ensembling, resampling and export,
---save_probabilities, -prev_stage_predictions. torch runs the mirrored copies of a tile as one batch (same
-numbers); onnxruntime and openvino run each fold's ONNX export, which is made (and checked) on first use and made
+--save_probabilities, -prev_stage_predictions. torch is nnU-Net's PyTorch network
+(NNUNETV2_MEDNEXT_MIRROR_BATCH=8: the mirrored copies of a tile as one batch, same numbers); onnxruntime and openvino run each fold's ONNX export, which is made (and checked) on first use and made
 anew when the checkpoint changed since. The exported backends need the deploy extra:
 pip install 'nnunetv2-mednext[deploy]'.
 

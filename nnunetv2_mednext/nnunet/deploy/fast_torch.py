@@ -1,9 +1,11 @@
-"""Faster CPU inference inside nnU-Net's predictor, numerically equal to its own.
+"""Mirrored copies of a tile as one batch inside nnU-Net's predictor, numerically equal to its own loop (opt-in).
 
 nnU-Net runs a tile and then each mirrored copy of it one by one (``_internal_maybe_mirror_and_predict``: 4 network
-calls per 2D tile, 8 per 3D tile). :func:`mirrored_predict` runs them as one batch and adds the un-mirrored outputs
-in nnU-Net's order, so the sum is the same; the network sees a larger batch, which a CPU uses better than several
-calls of one tile. ``NNUNETV2_MEDNEXT_MIRROR_BATCH=N`` caps the batch (``1``: nnU-Net's own loop).
+calls per 2D tile, 8 per 3D tile). :func:`mirrored_predict` runs them in batches of ``NNUNETV2_MEDNEXT_MIRROR_BATCH``
+and adds the un-mirrored outputs in nnU-Net's order, so the sum is the same to float rounding. The default is 1,
+nnU-Net's own loop: on the 2-core CPU measured (``docs/deploy.md``) a batch of 8 3D tiles took 1.2-1.6x the time of
+8 calls, since one tile already fills the cores. GPUs or CPUs with many cores may gain; the benchmark's
+``torch-batched`` rows measure it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ MIRROR_BATCH_ENV = "NNUNETV2_MEDNEXT_MIRROR_BATCH"
 
 
 def mirror_batch() -> int:
-    text = os.environ.get(MIRROR_BATCH_ENV, "8")
+    text = os.environ.get(MIRROR_BATCH_ENV, "1")
     try:
         value = int(text)
     except ValueError:
@@ -39,14 +41,15 @@ def mirror_combinations(axes, ndim: int) -> list[tuple[int, ...]]:
 
 
 @torch.inference_mode()
-def mirrored_predict(self, x: torch.Tensor) -> torch.Tensor:
-    """nnU-Net's ``_internal_maybe_mirror_and_predict`` with the mirrored copies batched."""
+def mirrored_predict(self, x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+    """nnU-Net's ``_internal_maybe_mirror_and_predict`` with the mirrored copies run ``batch`` at a time
+    (default ``NNUNETV2_MEDNEXT_MIRROR_BATCH``; 1 is nnU-Net's own method)."""
+    step = batch or mirror_batch()
     combos = mirror_combinations(self.allowed_mirroring_axes if self.use_mirroring else None, x.ndim)
-    if not combos or x.shape[0] != 1 or mirror_batch() == 1:
+    if not combos or x.shape[0] != 1 or step == 1:
         return type(self)._internal_maybe_mirror_and_predict(self, x)
     inputs = [x, *(torch.flip(x, axes) for axes in combos)]
     outputs: list[torch.Tensor] = []
-    step = mirror_batch()
     for start in range(0, len(inputs), step):
         out = self.network(torch.cat(inputs[start:start + step], 0))
         outputs.extend(out[i:i + 1] for i in range(out.shape[0]))
@@ -58,5 +61,7 @@ def mirrored_predict(self, x: torch.Tensor) -> torch.Tensor:
 
 
 def install_batched_mirroring(predictor) -> None:
-    """Make ``predictor`` (an nnU-Net predictor instance) run mirrored copies of a tile as one batch."""
-    predictor._internal_maybe_mirror_and_predict = types.MethodType(mirrored_predict, predictor)
+    """Make ``predictor`` (an nnU-Net predictor instance) run mirrored copies of a tile in batches, when
+    ``NNUNETV2_MEDNEXT_MIRROR_BATCH`` asks for more than 1."""
+    if mirror_batch() > 1:
+        predictor._internal_maybe_mirror_and_predict = types.MethodType(mirrored_predict, predictor)

@@ -8,7 +8,8 @@ ensembling, resampling, export, ``--save_probabilities`` and ``-prev_stage_predi
 
 Backends:
 
-* ``torch``: nnU-Net's PyTorch network, with the mirrored copies of a tile run as one batch (:mod:`.fast_torch`);
+* ``torch``: nnU-Net's PyTorch network (MedNeXt: the fused CPU kernels and channels-last of ``networks/fastops``);
+  ``NNUNETV2_MEDNEXT_MIRROR_BATCH=8`` runs the mirrored copies of a tile as one batch (:mod:`.fast_torch`);
 * ``onnxruntime`` / ``openvino``: the fold's ONNX export (:mod:`.onnx_export`). A missing or stale export (the
   checkpoint is newer than the file, or its hash differs from the sidecar's) is made anew, and checked, before the
   prediction starts; the command says so.
@@ -72,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if not isinstance(action, argparse._HelpAction):
             parser._add_action(action)
     parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
-                        help="what runs the network: torch (nnU-Net's PyTorch network, mirrored copies batched), "
+                        help="what runs the network: torch (nnU-Net's PyTorch network), "
                              "onnxruntime or openvino (the fold's ONNX export, made on first use; needs the deploy "
                              f"extra). Default: {DEFAULT_BACKEND}")
 
