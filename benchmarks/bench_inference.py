@@ -144,9 +144,29 @@ def measure(args: argparse.Namespace, runner, name: str, inputs: Path) -> list[d
                     if res["cases"] == 0:
                         raise SystemExit(f"error: no case was predicted from {inputs}; remove it to have it remade")
                     out.append({"row": row, "trainer": args.trainer[row], "backend": backend, "tta": tta, "threads": threads,
-                                "export_s": export_s, **res})
+                                "export_s": export_s, "pred": str(pred), **res})
                     print(f"{tag}: {res['per_case']:.2f} s/case", flush=True)
+    for r in out:
+        ref = next(q for q in out if q["row"] == r["row"] and q["backend"] == "nnunet" and q["tta"] == r["tta"])
+        r["min_dice"] = min_dice(Path(r["pred"]), Path(ref["pred"])) if "nnunet" in args.backends else None
     return out
+
+
+def min_dice(pred: Path, ref: Path) -> float:
+    """Lowest per-case Dice (mean over the foreground labels of either mask) between two folders of predicted masks."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from nnunetv2_mednext.evaluation.metrics import dice
+
+    worst = 1.0
+    for f in sorted(q for q in ref.iterdir() if not q.name.endswith((".json", ".pkl", ".npz"))):
+        a = sitk.GetArrayFromImage(sitk.ReadImage(str(pred / f.name)))
+        b = sitk.GetArrayFromImage(sitk.ReadImage(str(f)))
+        labels = sorted(set(np.unique(a)) | set(np.unique(b)) - {0})
+        scores = [dice(a == k, b == k) for k in labels]
+        worst = min(worst, float(np.mean(scores)) if scores else 1.0)
+    return worst
 
 
 def _uptime() -> str:
@@ -162,12 +182,14 @@ def table(results: list[dict], meta: dict) -> str:
              f"Machine: {meta['cpu']}, {meta['cores']} cores; load before: {meta['uptime_before']}; "
              f"after: {meta['uptime_after']}", "",
              "s/case = preprocessing + sliding window + resampling/export (nnU-Net's stages, mean per case); start-up "
-             "(imports, model loading, export check, sessions) is paid once per run.", "",
+             "(imports, model loading, export check, sessions) is paid once per run. Dice: lowest per-case Dice (mean over "
+             "labels) against the same model's masks from nnU-Net's own torch loop, same mirroring.", "",
              "| model | backend | mirroring | threads | s/case | preprocessing | sliding window | resampling+export | "
-             "start-up (s) |", "|---|---|---|---|---|---|---|---|---|"]
+             "start-up (s) | Dice vs nnunet |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['row']} | {r['backend']} | {r['tta']} | {r['threads']} | {r['per_case']:.2f} | "
-                     f"{r['preprocessing']:.2f} | {r['sliding_window']:.2f} | {r['export']:.2f} | {r['startup']:.1f} |")
+                     f"{r['preprocessing']:.2f} | {r['sliding_window']:.2f} | {r['export']:.2f} | {r['startup']:.1f} | "
+                     f"{'-' if r.get('min_dice') is None else format(r['min_dice'], '.4f')} |")
     lines += ["", *ratio_lines(results)]
     return "\n".join(lines) + "\n"
 

@@ -82,6 +82,8 @@ ROWS = {r.key: r for r in (
     Row("v1_s_k3", "nnUNetTrainerMedNeXtV1_S_k3_budget", "nnUNetPlans", "MedNeXtV1 S k3",
         "Roy et al. MedNeXt S, kernel 3, on the same plans, Roy's recipe"),
     Row("resenc_m", REF, "nnUNetResEncUNetMPlans", "nnU-Net ResEnc-M", "nnU-Net's ResEnc-M preset, nnU-Net's recipe"),
+    Row("v2_s", "nnUNetTrainerMedNeXtV2_S_budget", "nnUNetPlans", "MedNeXt-v2 S",
+        "the smallest MedNeXt-v2 preset (GRN blocks) on the same plans, Roy's recipe"),
 )}
 DEFAULT_ROWS = ("unet", "unet_recipe", "mednext", "v1_s_k3")
 PLANNER = {"nnUNetPlans": None, "nnUNetResEncUNetMPlans": "nnUNetPlannerResEncM"}
@@ -437,10 +439,12 @@ def write_report(bench: Bench, per_epoch: dict[str, float], epochs: dict[str, in
     lines += ["", "Per seed (mean Dice %): " + "; ".join(
         f"{e['name']}: " + ", ".join(f"{100 * s['mean_dice']:.2f}" for s in e["seeds"].values())
         for e in data.values()), ""]
-    pairs = [(x, y) for x in data if x.startswith(("mednext", "v1", "v_", "o_")) for y in ("unet_recipe", "unet")
+    pairs = [(x, y) for x in data if x.startswith(("mednext", "v1", "v2", "v_", "o_")) for y in ("unet_recipe", "unet")
              if y in data]
     # design options and variants against the default network they change (the ablation's comparison)
     pairs += [(x, "mednext") for x in data if x.startswith(("o_", "v_")) and "mednext" in data]
+    # MedNeXt-v2 against what it changes (GRN on v1's blocks) and against the default
+    pairs += [("v2_s", y) for y in ("v1_s_k3", "mednext") if "v2_s" in data and y in data]
     if pairs:
         lines += ["## Paired per-case comparison (Dice averaged over seeds)", "",
                   "| A | B | A better | tie | B better |", "|---|---|---:|---:|---:|"]

@@ -3,8 +3,8 @@
 Conditions (also written into the document):
 
 * segmentation, seed variants (``mednext_*``): 2D, 1 x 224 x 224 input, reference topology (6 stages, strides 1,2,2,2,2,2);
-* segmentation, Roy et al. variants (``mednextv1_*``): 3D, 1 x 128^3 input, reference topology (5 stages), and also
-  2D, 1 x 224 x 224 (6 stages, widths 32 doubling, capped at 512);
+* segmentation, Roy et al. variants (``mednextv1_*``) and MedNeXt-v2 presets (``mednextv2_*``): 3D, 1 x 128^3 input,
+  reference topology (5 stages), and also 2D, 1 x 224 x 224 (6 stages, widths 32 doubling, capped at 512);
 * classification (``mednext_cls_*``): 3 x 224 x 224 input;
 * MACs = FLOPs / 2 from ``torch.utils.flop_counter.FlopCounterMode`` for one forward pass of one sample in inference
   mode (deep supervision off). The counter sees convolutions (transposed ones included) and matrix products only;
@@ -99,7 +99,7 @@ def collect() -> list[Row]:
             settings = [("classification", "seed", 3, (224, 224), CLS_CLASSES)]
         else:
             block = get_seg_variant(name).block
-            if block == "v1":
+            if block in ("v1", "v2"):
                 settings = [("segmentation", block, 1, (128, 128, 128), SEG_CLASSES),
                             ("segmentation", block, 1, (224, 224), SEG_CLASSES)]
             else:
@@ -111,11 +111,12 @@ def collect() -> list[Row]:
 
 
 def ordered(names: list[str]) -> list[str]:
-    """Seed segmentation (T, S, B), then Roy et al. (S, B, M, L; k3, k5), then classification (T, S, B)."""
+    """Seed segmentation (T, S, B), Roy et al. (S, B, M, L; k3, k5), MedNeXt-v2 (S, B, M), then classification."""
     size = {"t": 0, "s": 1, "b": 2, "m": 3, "l": 4}
 
     def key(name: str) -> tuple[int, int, str]:
-        family = 2 if name in CLS_VARIANTS else 1 if name.startswith("mednextv1_") else 0
+        family = 3 if name in CLS_VARIANTS else 1 if name.startswith("mednextv1_") else \
+            2 if name.startswith("mednextv2_") else 0
         return family, size.get(name.split("_")[-2 if family == 1 else -1], 9), name
 
     return sorted(names, key=key)
@@ -147,6 +148,8 @@ def render(rows: list[Row]) -> str:
         f"* **Segmentation, Roy et al. variants** (`mednextv1_*`): 3D input 1×128×128×128, {SEG_CLASSES} classes, 5 stages "
         "(widths 32/64/128/256/512: four encoder levels + bottleneck, as in Roy et al.); also 2D 1×224×224 with the "
         "6-stage 2D reference topology (widths 32 doubling, capped at 512).",
+        "* **Segmentation, MedNeXt-v2 presets** (`mednextv2_*`, ours: docs/architecture.md section 2a): as the Roy et al. "
+        "variants, the reference topologies' widths (32 doubling).",
         f"* **Classification** (`mednext_cls_*`): input 3×224×224, {CLS_CLASSES} classes.",
         "* **Params**: all parameters, deep-supervision heads included (they always exist; deep supervision only "
         "switches their outputs).",
@@ -205,7 +208,7 @@ def render(rows: list[Row]) -> str:
                        "seed blocks, option A, BatchNorm, drop path 0.1 |")
             continue
         v = get_seg_variant(name)
-        dims = 3 if v.block == "v1" else 2
+        dims = 3 if v.block in ("v1", "v2") else 2
         topo = reference_topology(dims)
         kw = v.arch_kwargs(topo["n_stages"], topo["kernel_sizes"], topo["strides"], topo["conv_op"])
         notes = [v.description.split(":")[0].split(";")[0].rstrip(".")]

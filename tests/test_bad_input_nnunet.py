@@ -238,7 +238,7 @@ def test_resume_after_sigkill(trained: NnUNetRunner, tmp_path: Path) -> None:
 def test_every_family_trains_and_predicts_end_to_end(trained: NnUNetRunner, tmp_path: Path) -> None:
     """One short training + stock prediction per network family (the seed family is the session's model)."""
     images = trained.raw / trained.dataset_name(DS) / "imagesTs"
-    for trainer in ("nnUNetTrainerMedNeXtV1_S_k3_tiny", "nnUNetTrainerMedNeXtRecipeUNet_tiny"):
+    for trainer in ("nnUNetTrainerMedNeXtV1_S_k3_tiny", "nnUNetTrainerMedNeXtV2_S_tiny", "nnUNetTrainerMedNeXtRecipeUNet_tiny"):
         trained.train(DS, "2d", 0, trainer)
         out = tmp_path / trainer
         trained.predict(DS, "2d", trainer, images, out)

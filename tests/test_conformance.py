@@ -276,7 +276,7 @@ def test_finetuning_route_stock_and_package_side_by_side(tmp_path: Path) -> None
 
     no_validation = {"NNUNETV2_MEDNEXT_FINAL_VALIDATION": "0", "nnUNet_n_proc_DA": "0"}
     for label, trainer, env in (("stock", STOCK_TRAINER, stock_env), ("mednext", "nnUNetTrainerMedNeXt_tiny", {}),
-                                ("v1", V1_TRAINER, {})):
+                                ("v1", V1_TRAINER, {}), ("v2", "nnUNetTrainerMedNeXtV2_S_tiny", {})):
         env = {**env, **no_validation}
         source = runner.results / runner.dataset_name(FT_SOURCE) / f"{trainer}__nnUNetPlans__2d" / "fold_0"
         proc, _ = _command(runner, "nnUNetv2_train", [FT_SOURCE, "2d", 0, "-tr", trainer, "-device", "cpu"], env)

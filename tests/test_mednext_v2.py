@@ -194,3 +194,105 @@ def test_state_dict_names_match_the_documented_table() -> None:
     skip = block | {"res_conv.weight", "res_conv.bias"}
     for prefix, names in [("encoder.stages.0.0.", block), ("encoder.down.1.", skip), ("decoder.up.0.", skip)]:
         assert {k[len(prefix):] for k in net.state_dict() if k.startswith(prefix)} == names, prefix
+
+
+# -- presets, trainers, planners ---------------------------------------------------------------------------------
+def test_v2_presets_are_registered_with_their_trainers_and_planners() -> None:
+    from nnunetv2_mednext.networks import create_model, list_models
+    from nnunetv2_mednext.networks.registry import SEG_VARIANTS
+    from nnunetv2_mednext.nnunet.planners.mednext_planner import PLANNERS
+    from nnunetv2_mednext.nnunet.trainers.variants import TRAINERS
+
+    assert list_models("mednextv2_*") == ["mednextv2_b", "mednextv2_m", "mednextv2_s"]
+    for size in ("S", "B", "M"):
+        v, v1 = SEG_VARIANTS[f"mednextv2_{size.lower()}"], SEG_VARIANTS[f"mednextv1_{size.lower()}_k3"]
+        # documented (docs/architecture.md 2a): v1's rows of depth and expansion, the v2 block, kernel 3, plan widths
+        assert (v.block, v.kernel_size, v.widths) == ("v2", 3, None)
+        assert (v.n_blocks, v.n_blocks_decoder, v.exp_ratio, v.exp_ratio_decoder) == \
+            (v1.n_blocks, v1.n_blocks_decoder, v1.exp_ratio, v1.exp_ratio_decoder)
+        for suffix in ("", "_tiny", "_budget"):
+            assert TRAINERS[f"nnUNetTrainerMedNeXtV2_{size}{suffix}"].mednext_variant == v.name
+        planner = PLANNERS[f"nnUNetPlannerMedNeXtV2_{size}"]
+        assert (planner.mednext_variant, planner.default_plans_name, planner.mednext_topology) == \
+            (v.name, f"nnUNetMedNeXtV2{size}Plans", "plan")
+    assert SEG_VARIANTS["mednextv2_m"].checkpointing and not SEG_VARIANTS["mednextv2_s"].checkpointing
+    net = create_model("mednextv2_s", input_channels=1, num_classes=3, spatial_dims=2)
+    assert net.block == "v2" and sum(isinstance(m, GlobalResponseNorm) for m in net.modules()) > 0
+    assert net(torch.randn(1, 1, 64, 64)).shape == (1, 3, 64, 64)
+
+
+@pytest.mark.parametrize("size", ["S", "M"])
+def test_v2_trainer_builds_on_an_anisotropic_six_stage_nnunet_plan(size: str) -> None:
+    from types import SimpleNamespace
+
+    from nnunetv2_mednext.nnunet.trainers.variants import TRAINERS
+
+    strides = [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]]
+    kernels = [[1, 3, 3]] * 3 + [[3, 3, 3]] * 3
+    arch = {"n_stages": 6, "features_per_stage": [4, 8, 8, 12, 12, 16], "conv_op": "torch.nn.modules.conv.Conv3d",
+            "kernel_sizes": kernels, "strides": strides, "n_conv_per_stage": [2] * 6,
+            "n_conv_per_stage_decoder": [2] * 5, "conv_bias": True}
+    config = SimpleNamespace(network_arch_init_kwargs=arch, patch_size=[8, 32, 32], pool_op_kernel_sizes=strides,
+                             batch_dice=False)
+    torch.manual_seed(0)
+    net = TRAINERS[f"nnUNetTrainerMedNeXtV2_{size}_tiny"].build_network_architecture(None, config, 1, 3, True)
+    assert net.block == "v2" and net.n_stages == 6 and list(net.features_per_stage) == arch["features_per_stage"]
+    outs = net(torch.randn(1, 1, 8, 32, 32))
+    # nnU-Net's deep-supervision contract: full resolution first, then each decoder level's stride
+    assert [tuple(o.shape[2:]) for o in outs] == [(8, 32, 32), (8, 16, 16), (8, 8, 8), (4, 4, 4), (2, 2, 2)]
+    sum(o.float().mean() for o in outs).backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+@pytest.mark.slow
+def test_v2_trains_predicts_and_fine_tunes_in_3d_through_the_stock_commands(tmp_path) -> None:
+    """Plan with the V2 planner, ``nnUNetv2_train`` + ``nnUNetv2_predict`` in 3D, then ``-pretrained_weights`` onto a
+    dataset with other labels (ball only): nnU-Net loads every key but the heads."""
+    import json
+    import re
+
+    import numpy as np
+    import SimpleITK as sitk
+
+    from nnunetv2_mednext.nnunet.pipeline import NnUNetRunner
+    from nnunetv2_mednext.nnunet.synthetic import make_synthetic_3d
+
+    runner = NnUNetRunner(tmp_path / "work")
+    shape = (16, 32, 32)
+    make_synthetic_3d(runner.raw, 961, n_train=5, n_test=1, shape=shape)
+    target = make_synthetic_3d(runner.raw, 962, n_train=5, n_test=1, shape=shape, seed=1)
+    for f in (*target.glob("labelsTr/*.nii.gz"), *target.glob("labelsTs/*.nii.gz")):  # box -> background
+        img = sitk.ReadImage(str(f))
+        out = sitk.GetImageFromArray((sitk.GetArrayFromImage(img) == 1).astype(np.uint8))
+        out.CopyInformation(img)
+        sitk.WriteImage(out, str(f))
+    meta = json.loads((target / "dataset.json").read_text())
+    meta["labels"] = {"background": 0, "ball": 1}
+    (target / "dataset.json").write_text(json.dumps(meta))
+
+    trainer, plans = "nnUNetTrainerMedNeXtV2_S_tiny", "nnUNetMedNeXtV2SPlans"
+    env = {"NNUNETV2_MEDNEXT_FINAL_VALIDATION": "0"}
+    for ds in (961, 962):
+        runner.plan_and_preprocess(ds, ("3d_fullres",), planner="nnUNetPlannerMedNeXtV2_S")
+        written = json.loads((runner.preprocessed / runner.dataset_name(ds) / f"{plans}.json").read_text())
+        assert written["configurations"]["3d_fullres"]["mednext_variant"] == "mednextv2_s"
+    runner.train(961, "3d_fullres", 0, trainer, plans=plans, extra_env=env)
+    pred = tmp_path / "pred"
+    runner.predict(961, "3d_fullres", trainer, runner.raw / runner.dataset_name(961) / "imagesTs", pred, plans=plans)
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(pred / "synth_005.nii.gz")))
+    assert mask.shape == shape and set(np.unique(mask)) <= {0, 1, 2}
+
+    source = runner.results / runner.dataset_name(961) / f"{trainer}__{plans}__3d_fullres" / "fold_0"
+    weights = source / "checkpoint_final.pth"
+    runner.train(962, "3d_fullres", 0, trainer, plans=plans, extra_env=env,
+                 extra_args=["-pretrained_weights", str(weights)])
+    log = (runner.workdir / "logs" / f"train_{trainer}_3d_fullres_0.log").read_text()
+    body = log.split("Below is the list of overlapping blocks", 1)[1].split("###################", 1)[0]
+    loaded = {m[1] for m in re.finditer(r"^(\S+) shape", body, re.M)}
+    saved = torch.load(weights, map_location="cpu", weights_only=False)["network_weights"]
+    heads = {k for k in saved if ".seg_layers." in k}
+    assert heads and loaded == set(saved) - heads
+    assert any(".grn." in k for k in loaded)  # the GRN parameters are transferred too
+    tuned = runner.results / runner.dataset_name(962) / f"{trainer}__{plans}__3d_fullres" / "fold_0"
+    out = torch.load(tuned / "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]
+    assert all(out[k].shape[0] == 2 for k in heads if k.endswith("weight"))  # 2 classes now

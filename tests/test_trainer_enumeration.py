@@ -95,8 +95,8 @@ def test_every_exported_trainer_constructs_and_initialises_as_nnunetv2_train_doe
         assert row["optimizer"] == "AdamW", name
         if "RecipeUNet" in name:
             assert row["network"] == "PlainConvUNet" and row["initial_lr"] == 3e-3, name
-        elif "MedNeXtV1_" in name:
-            assert (row["network"], row["block"], row["initial_lr"]) == ("MedNeXtUNet", "v1", 1e-3), name
+        elif "MedNeXtV1_" in name or "MedNeXtV2_" in name:
+            assert (row["network"], row["block"], row["initial_lr"]) == ("MedNeXtUNet", "v2" if "V2_" in name else "v1", 1e-3), name
         else:
             assert (row["network"], row["block"], row["initial_lr"]) == ("MedNeXtUNet", "seed", 3e-3), name
         assert 0 < row["lr"] <= row["initial_lr"], name  # warm-up: at or below the peak

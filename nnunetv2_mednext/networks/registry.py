@@ -175,6 +175,10 @@ _V1 = {  # Roy et al. Table: expansion ratio and blocks per level (encoder level
     "M": ((2, 3, 4, 4, 4), (2, 3, 4, 4), (3, 4, 4, 4, 4), (3, 4, 4, 4), True),
     "L": ((3, 4, 8, 8, 8), (3, 4, 8, 8), (3, 4, 8, 8, 8), (3, 4, 8, 8), True),
 }
+# MedNeXt-v2 (Roy, Kirchhoff et al. 2025): the paper's preset table could not be read here, so these presets are
+# ours (docs/architecture.md section 2a): Roy et al. v1's S / B / M rows of expansion ratios and blocks per level
+# with the v2 block (GRN), kernel 3 (the paper's 3x3x3 depthwise), widths and stages from the plan.
+_V2 = {size: _V1[size] for size in ("S", "B", "M")}
 for _size, (_w, _b, _bd, _r, _rd, _light) in _SEED.items():
     _seg(SegVariant(f"mednext_{_size.lower()}", "seed", _size, _w, _b, _bd, _r, _rd, n_light_levels=_light,
                     description=_SEED_DESC.format(f"{_size}, the default" if _size == "T" else _size)))
@@ -183,6 +187,10 @@ for _size, (_r, _rd, _b, _bd, _ckpt) in _V1.items():
         _seg(SegVariant(f"mednextv1_{_size.lower()}_k{_k}", "v1", _size, None, _b, _bd, _r, _rd, kernel_size=_k,
                         checkpointing=_ckpt,
                         description=f"Roy et al. MedNeXt {_size} (kernel {_k}); widths from the plan (32 doubling)."))
+for _size, (_r, _rd, _b, _bd, _ckpt) in _V2.items():
+    _seg(SegVariant(f"mednextv2_{_size.lower()}", "v2", _size, None, _b, _bd, _r, _rd, kernel_size=3,
+                    checkpointing=_ckpt,
+                    description=f"MedNeXt-v2 {_size} (GRN blocks, kernel 3, preset ours), stages and widths from the plan."))
 
 
 # ---------------------------------------------------------------------------------------------------------------

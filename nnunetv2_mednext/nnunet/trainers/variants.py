@@ -182,11 +182,18 @@ _ROY_DOC = ("Roy et al. MedNeXt {size}, kernel {k} (AdamW lr 1e-3, eps 1e-4, wei
             "poly decay without warm-up).")
 
 
+_V2_DOC = ("MedNeXt-v2 {size} ({name}: GRN blocks, kernel 3, stages and widths from the plan) with Roy et al.'s "
+           "recipe (AdamW lr 1e-3, weight decay 3e-5, poly decay without warm-up).")
+
+
 def _variant_family(v: SegVariant) -> Family:
     """The trainer family of one row of the variant table (seed: the MedNeXt recipe; Roy et al.: theirs)."""
     if v.block == "seed":
         return Family(trainer_name(v), nnUNetTrainerMedNeXt, f"Seed MedNeXt {v.size} (variant {v.name}).",
                       (("mednext_variant", v.name),))
+    if v.block == "v2":
+        return Family(trainer_name(v), nnUNetTrainerMedNeXt, _V2_DOC.format(size=v.size, name=v.name),
+                      (("mednext_variant", v.name), *_ROY_RECIPE), SHORT_LENGTHS)
     return Family(trainer_name(v), nnUNetTrainerMedNeXt, _ROY_DOC.format(size=v.size, k=v.kernel_size),
                   (("mednext_variant", v.name), *_ROY_RECIPE), SHORT_LENGTHS)
 
