@@ -96,7 +96,7 @@ def test_every_mednext_trainer_builds_for_a_2d_plan() -> None:
         net = cls.build_network_architecture(None, cfg, 2, 4, False)
         assert net(torch.zeros(1, 2, 64, 64)).shape == (1, 4, 64, 64), name
         built += 1
-    assert built == 4 + 8  # nnUNetTrainerMedNeXt, _T, _S, _B + V1 S/B/M/L x k3/k5
+    assert built == 4 + 8 + 3  # nnUNetTrainerMedNeXt, _T, _S, _B + V1 S/B/M/L x k3/k5 + V2 S/B/M
 
 
 def test_upkern_target_names_and_errors(tmp_path: Path) -> None:
