@@ -146,9 +146,9 @@ def measure(args: argparse.Namespace, runner, name: str, inputs: Path) -> list[d
                     out.append({"row": row, "trainer": args.trainer[row], "backend": backend, "tta": tta, "threads": threads,
                                 "export_s": export_s, "pred": str(pred), **res})
                     print(f"{tag}: {res['per_case']:.2f} s/case", flush=True)
-    for r in out:
-        ref = next(q for q in out if q["row"] == r["row"] and q["backend"] == "nnunet" and q["tta"] == r["tta"])
-        r["min_dice"] = min_dice(Path(r["pred"]), Path(ref["pred"])) if "nnunet" in args.backends else None
+    for r in out:  # masks against the same model's nnU-Net torch loop, when that backend was run
+        ref = next((q for q in out if q["row"] == r["row"] and q["backend"] == "nnunet" and q["tta"] == r["tta"]), None)
+        r["min_dice"] = None if ref is None else min_dice(Path(r["pred"]), Path(ref["pred"]))
     return out
 
 
