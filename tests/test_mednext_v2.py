@@ -249,10 +249,10 @@ def test_v2_trains_predicts_and_fine_tunes_in_3d_through_the_stock_commands(tmp_
     """Plan with the V2 planner, ``nnUNetv2_train`` + ``nnUNetv2_predict`` in 3D, then ``-pretrained_weights`` onto a
     dataset with other labels (ball only): nnU-Net loads every key but the heads."""
     import json
-    import re
 
     import numpy as np
     import SimpleITK as sitk
+    from test_conformance import _loaded_keys
 
     from nnunetv2_mednext.nnunet.pipeline import NnUNetRunner
     from nnunetv2_mednext.nnunet.synthetic import make_synthetic_3d
@@ -286,9 +286,7 @@ def test_v2_trains_predicts_and_fine_tunes_in_3d_through_the_stock_commands(tmp_
     weights = source / "checkpoint_final.pth"
     runner.train(962, "3d_fullres", 0, trainer, plans=plans, extra_env=env,
                  extra_args=["-pretrained_weights", str(weights)])
-    log = (runner.workdir / "logs" / f"train_{trainer}_3d_fullres_0.log").read_text()
-    body = log.split("Below is the list of overlapping blocks", 1)[1].split("###################", 1)[0]
-    loaded = {m[1] for m in re.finditer(r"^(\S+) shape", body, re.M)}
+    loaded = _loaded_keys((runner.workdir / "logs" / f"train_{trainer}_3d_fullres_0.log").read_text())
     saved = torch.load(weights, map_location="cpu", weights_only=False)["network_weights"]
     heads = {k for k in saved if ".seg_layers." in k}
     assert heads and loaded == set(saved) - heads

@@ -187,15 +187,13 @@ _V2_DOC = ("MedNeXt-v2 {size} ({name}: GRN blocks, kernel 3, stages and widths f
 
 
 def _variant_family(v: SegVariant) -> Family:
-    """The trainer family of one row of the variant table (seed: the MedNeXt recipe; Roy et al.: theirs)."""
+    """The trainer family of one row of the variant table (seed: the MedNeXt recipe; Roy et al. v1 and v2: theirs)."""
     if v.block == "seed":
         return Family(trainer_name(v), nnUNetTrainerMedNeXt, f"Seed MedNeXt {v.size} (variant {v.name}).",
                       (("mednext_variant", v.name),))
-    if v.block == "v2":
-        return Family(trainer_name(v), nnUNetTrainerMedNeXt, _V2_DOC.format(size=v.size, name=v.name),
-                      (("mednext_variant", v.name), *_ROY_RECIPE), SHORT_LENGTHS)
-    return Family(trainer_name(v), nnUNetTrainerMedNeXt, _ROY_DOC.format(size=v.size, k=v.kernel_size),
-                  (("mednext_variant", v.name), *_ROY_RECIPE), SHORT_LENGTHS)
+    doc = (_V2_DOC if v.block == "v2" else _ROY_DOC).format(size=v.size, name=v.name, k=v.kernel_size)
+    return Family(trainer_name(v), nnUNetTrainerMedNeXt, doc, (("mednext_variant", v.name), *_ROY_RECIPE),
+                  SHORT_LENGTHS)
 
 
 FAMILIES: tuple[Family, ...] = (
