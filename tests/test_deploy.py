@@ -175,8 +175,7 @@ def test_stale_export_is_never_used(models: NnUNetRunner, monkeypatch: pytest.Mo
     _set_env(monkeypatch, models)
     folder = model_folder(models, MEDNEXT)
     onnx_file = folder / "fold_0" / "checkpoint_final.onnx"
-    if not onnx_file.is_file():
-        export_model(folder, [0], log=lambda s: None)
+    export_model(folder, [0], log=lambda s: None)  # a fresh export: the checkpoint is then dated after the file
     ckpt = folder / "fold_0" / "checkpoint_final.pth"
     future = onnx_file.stat().st_mtime + 60
     os.utime(ckpt, (future, future))

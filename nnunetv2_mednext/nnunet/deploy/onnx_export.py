@@ -5,7 +5,8 @@ Each fold's network is rebuilt by nnU-Net's predictor from the plans and the che
 traced on one tile of the plan's patch size with a dynamic batch axis, through the plain reference ops (the fused
 CPU kernels and the recompute nodes of ``networks/`` are switched off while tracing) and written next to its
 checkpoint: ``fold_0/checkpoint_final.onnx`` plus ``fold_0/checkpoint_final.onnx.json``. An export is *fresh* when
-its sidecar names the checkpoint's SHA-256 and the checkpoint is not newer than the file.
+its sidecar names the checkpoint's SHA-256 and the checkpoint was not rewritten after the export (its mtime is
+not newer than the one the sidecar recorded).
 """
 
 from __future__ import annotations
@@ -70,8 +71,11 @@ def stale_reason(model_folder: Path, fold: int | str, checkpoint: str) -> str | 
         meta = json.loads(side.read_text())
     except (OSError, ValueError) as e:
         return f"{side} is unreadable ({e})"
-    if ckpt.stat().st_mtime > onnx_file.stat().st_mtime:
-        return f"{ckpt} is newer than {onnx_file.name}"
+    # the checkpoint's mtime at export time, as the sidecar recorded it (older sidecars: the export's own mtime);
+    # comparing with the file's mtime instead would keep a checkpoint dated in the future stale forever
+    exported_at = float(meta.get("checkpoint_mtime", onnx_file.stat().st_mtime))
+    if ckpt.stat().st_mtime > exported_at:
+        return f"{ckpt} is newer than {onnx_file.name} (rewritten after the export)"
     if meta.get("checkpoint_sha256") != sha256(ckpt):
         return f"{ckpt} does not match the hash in {side.name} (the checkpoint changed since the export)"
     return None

@@ -11,7 +11,7 @@ Backends:
 * ``torch``: nnU-Net's PyTorch network (MedNeXt: the fused CPU kernels and channels-last of ``networks/fastops``);
   ``NNUNETV2_MEDNEXT_MIRROR_BATCH=8`` runs the mirrored copies of a tile as one batch (:mod:`.fast_torch`);
 * ``onnxruntime`` / ``openvino``: the fold's ONNX export (:mod:`.onnx_export`). A missing or stale export (the
-  checkpoint is newer than the file, or its hash differs from the sidecar's) is made anew, and checked, before the
+  checkpoint was rewritten after the export, or its hash differs from the sidecar's) is made anew, and checked, before the
   prediction starts; the command says so.
 """
 
