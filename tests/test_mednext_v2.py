@@ -162,7 +162,7 @@ def test_whole_v2_network_recompute_equals_plain_autograd(amp: bool) -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_cpu_fast_route_equals_reference_ops(dtype: torch.dtype) -> None:
-    """The fast CPU route (channels-last, fast layers; GRN runs its plain module there) against the reference ops:
+    """The fast CPU route (channels-last, fast layers, the fused v2 block node with its GRN) against the reference ops:
     outputs, every parameter gradient and the input gradient."""
     net = _randomised(_net(4, 3, aniso=True)).to(dtype).train()
     x = torch.randn(2, 2, 4, 16, 16, dtype=dtype).contiguous(memory_format=torch.channels_last_3d)
@@ -184,6 +184,55 @@ def test_cpu_fast_route_equals_reference_ops(dtype: torch.dtype) -> None:
     for name, g in [("input", rx), *rp.items()]:
         other = fx if name == "input" else fp[name]
         assert float((g - other).abs().max()) <= tol * max(float(g.abs().max()), 1e-3 * scale), name
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_fused_v2_block_gradcheck_and_equals_the_plain_modules(ndim: int) -> None:
+    """The CPU route runs the whole v2 block, GRN included, as one fused node: float64 gradcheck of its hand-written
+    backward (input and every parameter, gamma/beta non-zero), and the same output as the plain modules."""
+    from conftest import autograd_nodes
+    from test_fastops import _cl, _gradcheck_module
+
+    from nnunetv2_mednext.networks.fastops import fused
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d if ndim == 2 else nn.Conv3d
+    block = MedNeXtV2Block(3, 3, 2, 3, conv, True, "instance").double()
+    for prm in block.parameters():
+        prm.data.normal_(0.2, 0.6)
+    x = _cl(torch.randn(2, 3, *((5, 6) if ndim == 2 else (3, 4, 5)), dtype=torch.float64)).requires_grad_()
+    assert fused.roy_fusable(block.roy_parts(), x)
+    assert "_RoyBlockCPUBackward" in autograd_nodes(block(x))
+    _gradcheck_module(block, x)
+    with reference_ops():
+        ref = block(x)
+    torch.testing.assert_close(block(x), ref)
+
+
+def test_fused_v2_block_handles_a_channel_that_is_zero_everywhere() -> None:
+    """A channel whose response is zero over the whole map (its L2 norm is 0) gets the gradients of the plain
+    modules, not NaN."""
+    from test_fastops import _cl
+
+    torch.manual_seed(1)
+    block = MedNeXtV2Block(2, 2, 2, 3, nn.Conv2d, True, "instance").double()
+    for prm in block.parameters():
+        prm.data.normal_(0.2, 0.6)
+    with torch.no_grad():  # expanded channel 0: zero weights and a bias that GELU maps to (almost exactly) zero
+        block.conv2.weight[0].zero_()
+        block.conv2.bias[0] = -40.0
+    x = _cl(torch.randn(2, 2, 6, 7, dtype=torch.float64))
+    grads = []
+    for reference in (True, False):
+        block.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_(True)
+        with reference_ops() if reference else torch.enable_grad():
+            out = block(xi)
+            (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        grads.append([xi.grad, *(q.grad for q in block.parameters())])
+    for a, b in zip(*grads):
+        assert torch.isfinite(b).all()
+        torch.testing.assert_close(a, b)
 
 
 def test_state_dict_names_match_the_documented_table() -> None:

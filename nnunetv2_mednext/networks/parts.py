@@ -81,10 +81,12 @@ class FFNParts:
 
 @dataclass(frozen=True)
 class RoyParts:
-    """``x + proj(act(expand(norm(dw(x)))))``: a Roy et al. block whose residual is the identity."""
+    """``x + proj(grn(act(expand(norm(dw(x))))))``: a Roy et al. block whose residual is the identity; ``grn`` is
+    MedNeXt-v2's global response norm, or None (v1: the identity)."""
 
     dw: nn.Module
     norm: nn.Module
     expand: nn.Module
     act: nn.Module
     proj: nn.Module
+    grn: nn.Module | None = None

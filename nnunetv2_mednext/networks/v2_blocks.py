@@ -13,6 +13,7 @@ so the module is the identity at initialisation. Its reduction spans the whole m
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -37,12 +38,27 @@ class GlobalResponseNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dims = tuple(range(2, x.ndim))
         acc = x if x.dtype == torch.float64 else x.float()
-        g = torch.linalg.vector_norm(acc, ord=2, dim=dims, keepdim=True)
-        n = (g / (g.mean(dim=1, keepdim=True) + self.eps)).to(x.dtype)
-        gamma, beta = scale_view(self.gamma, x.ndim).to(x.dtype), scale_view(self.beta, x.ndim).to(x.dtype)
-        return x + gamma * (x * n) + beta
+        g = _channel_l2(acc)
+        n = g / (g.mean(dim=1, keepdim=True) + self.eps)
+        # x + gamma * (x * n) + beta in one pass: x * (1 + gamma * n) + beta
+        factor = (1 + self.gamma.to(n.dtype) * n).to(x.dtype).view(*n.shape, *(1,) * (x.ndim - 2))
+        return torch.addcmul(scale_view(self.beta, x.ndim).to(x.dtype), x, factor)
+
+
+def _channel_l2(x: torch.Tensor) -> torch.Tensor:
+    """(B, C): the L2 norm of each sample's channel over all spatial positions. Sum of squares, then a square root
+    clamped at the smallest normal number, so a channel that is zero everywhere gets a zero gradient (as
+    ``vector_norm``'s), not NaN. On a channels-last map one ``vecdot`` over the (B, S, C) view: about twice as
+    fast, forward and backward, as ``vector_norm`` over the strided spatial axes."""
+    b, c = x.shape[:2]
+    last = x.movedim(1, -1)
+    if last.is_contiguous():
+        flat = last.reshape(b, -1, c)
+        sq = torch.linalg.vecdot(flat, flat, dim=1)
+    else:
+        sq = x.square().sum(dim=tuple(range(2, x.ndim)))
+    return sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt()
 
 
 class MedNeXtV2Block(MedNeXtV1Block):
@@ -75,8 +91,9 @@ class MedNeXtV2Block(MedNeXtV1Block):
         return type(branch)(self.expand, self.conv3, (*branch.modules, self.grn))
 
     def roy_parts(self) -> RoyParts | None:
-        """No fused CPU node covers GRN: the block runs its plain modules on the CPU route."""
-        return None
+        """The block layer by layer, GRN included, when its residual is the identity (the fused CPU node)."""
+        parts = super().roy_parts()
+        return None if parts is None else dataclasses.replace(parts, grn=self.grn)
 
     def feature_map_channels(self) -> int:
         """As the Roy et al. block, plus the GRN output (one more expanded map)."""

@@ -44,15 +44,24 @@ from .switch import (
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _grn_scale(gn: torch.Tensor, gamma: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRN's relative response ``n = gn / (mean_c gn + eps)`` and the factor ``1 + gamma * n``, both (B, E)."""
+    nrm = gn / (gn.mean(1, keepdim=True) + eps)
+    return nrm, 1 + gamma * nrm
+
+
 class _RoyBlockCPU(torch.autograd.Function):
-    """``x + PW3(GELU(PW2(IN(DW x))))`` on a channels-last tensor, saving only ``x`` and the expanded pre-activation.
+    """``x + PW3(G(GELU(PW2(IN(DW x)))))`` on a channels-last tensor, saving only ``x`` and the expanded
+    pre-activation. ``G`` is the identity (Roy et al.'s block) or, with ``gamma`` given, MedNeXt-v2's global
+    response norm ``G(a) = a * (1 + gamma * n) + beta`` with ``n`` the per-sample L2 norm of each channel over the
+    whole map divided by its mean over the channels (``grn_eps``); those (B, E) norms are saved too.
 
     The depthwise output, the normalised map and the GELU output are recomputed in backward (one depthwise
     convolution, one norm and one GELU forward): the block keeps 2 of its 7 maps for backward (expansion 2).
     """
 
     @staticmethod
-    def forward(ctx, x, w_dw, padding, n_w, n_b, eps, w2, b2, w3, b3):  # type: ignore[override]
+    def forward(ctx, x, w_dw, padding, n_w, n_b, eps, w2, b2, w3, b3, gamma=None, beta=None, grn_eps=0.0):  # type: ignore[override]
         c = x.shape[1]
         d = conv_nd(x.ndim)(x, w_dw, None, 1, padding, 1, c)
         n, mean, rstd = instance_norm_forward(d, n_w, n_b, eps)
@@ -61,24 +70,51 @@ class _RoyBlockCPU(torch.autograd.Function):
         h = gemm(n_rows, w2.flatten(1), b2)
         del n, n_rows
         a = F.gelu(h)
+        gn = None
+        if gamma is not None:
+            a3 = a.view(x.shape[0], -1, a.shape[1])
+            gn = torch.linalg.vecdot(a3, a3, dim=1).sqrt_()  # (B, E); 3x faster than vector_norm over axis 1
+            a = torch.addcmul(beta, a3, _grn_scale(gn, gamma, grn_eps)[1].unsqueeze(1)).view_as(a)
         out = to_last(x).reshape(-1, c) + b3 if b3 is not None else to_last(x).reshape(-1, c).clone()
         out.addmm_(a, w3.flatten(1).t())
-        ctx.save_for_backward(x, w_dw, n_w, n_b, w2, w3, h, mean, rstd)
+        ctx.save_for_backward(x, w_dw, n_w, n_b, w2, w3, h, mean, rstd, gamma, beta, gn)
         ctx.padding, ctx.eps, ctx.has_b2, ctx.has_b3 = padding, eps, b2 is not None, b3 is not None
+        ctx.grn_eps = grn_eps
         return to_first(out.view(*to_last(x).shape))
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        x, w_dw, n_w, n_b, w2, w3, h, mean, rstd = ctx.saved_tensors
+        x, w_dw, n_w, n_b, w2, w3, h, mean, rstd, gamma, beta, gn = ctx.saved_tensors
         need = ctx.needs_input_grad
         c = x.shape[1]
         grad = grad.contiguous(memory_format=cl_format(x.ndim))
         g_rows = to_last(grad).reshape(-1, c)
         a = F.gelu(h)
-        g_w3 = g_rows.t().mm(a).view_as(w3) if need[8] else None
-        g_b3 = g_rows.sum(0) if ctx.has_b3 and need[9] else None
-        del a
-        g_h = g_rows.mm(w3.flatten(1))
+        g_gamma = g_beta = None
+        if gn is None:
+            g_w3 = g_rows.t().mm(a).view_as(w3) if need[8] else None
+            g_b3 = g_rows.sum(0) if ctx.has_b3 and need[9] else None
+            del a
+            g_h = g_rows.mm(w3.flatten(1))
+        else:
+            e = a.shape[1]
+            a3 = a.view(x.shape[0], -1, e)
+            nrm, factor = _grn_scale(gn, gamma, ctx.grn_eps)
+            # the GRN output, rebuilt for the compression's weight gradient
+            g_w3 = (g_rows.t().mm(torch.addcmul(beta, a3, factor.unsqueeze(1)).view_as(a)).view_as(w3)
+                    if need[8] else None)
+            g_b3 = g_rows.sum(0) if ctx.has_b3 and need[9] else None
+            g_y = g_rows.mm(w3.flatten(1)).view(x.shape[0], -1, e)
+            t = torch.linalg.vecdot(g_y, a3, dim=1)  # (B, E): d loss / d (gamma * n), divided by gamma
+            g_gamma = (t * nrm).sum(0) if need[10] else None
+            g_beta = g_y.sum((0, 1)) if need[11] else None
+            q = gamma * t  # d loss / d n
+            den = gn.mean(1, keepdim=True) + ctx.grn_eps
+            g_gn = q / den - (q * gn).sum(1, keepdim=True) / (den * den * e)
+            # d gn / d a = a / gn; a channel that is zero everywhere (gn = 0) passes no gradient through its norm
+            coef = torch.where(gn > 0, g_gn / gn.clamp_min(torch.finfo(gn.dtype).tiny), torch.zeros_like(gn))
+            g_h = g_y.mul_(factor.unsqueeze(1)).addcmul_(a3, coef.unsqueeze(1)).view_as(a)
+            del a, a3, g_y
         torch.ops.aten.gelu_backward.grad_input(g_h, h, grad_input=g_h)
         d = conv_nd(x.ndim)(x, w_dw, None, 1, ctx.padding, 1, c)
         n = instance_norm_apply(d, mean, rstd, n_w, n_b)
@@ -93,7 +129,7 @@ class _RoyBlockCPU(torch.autograd.Function):
         g_x, g_wdw, _ = depthwise_backward(g_d, x, w_dw, ctx.padding, (1,) * (x.ndim - 2), need[0], need[1], False)
         if g_x is not None:
             g_x = g_x.add_(grad)
-        return g_x, g_wdw, None, g_nw, g_nb, None, g_w2, g_b2, g_w3, g_b3
+        return g_x, g_wdw, None, g_nw, g_nb, None, g_w2, g_b2, g_w3, g_b3, g_gamma, g_beta, None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -427,10 +463,19 @@ def skip_fuse_forward(proj: nn.Module, norm: nn.Module, up: torch.Tensor, skip: 
     return _SkipFuseCPU.apply(up, skip, proj.weight, proj.bias, norm.weight, norm.bias, norm.eps)
 
 
+def _is_grn(grn: nn.Module, x: torch.Tensor) -> bool:
+    """A global response norm whose parameters match the node's GRN (per-channel ``gamma``/``beta``, ``x``'s
+    dtype; the node computes the norms in that dtype, which the CPU route keeps at float32 or float64)."""
+    gamma, beta = getattr(grn, "gamma", None), getattr(grn, "beta", None)
+    return (isinstance(gamma, torch.Tensor) and isinstance(beta, torch.Tensor) and gamma.ndim == 1
+            and gamma.shape == beta.shape and gamma.dtype == x.dtype and x.dtype in (torch.float32, torch.float64))
+
+
 def roy_fusable(parts: RoyParts, x: torch.Tensor) -> bool:
     """Whether a Roy et al. block with an identity residual runs as one :class:`_RoyBlockCPU` node."""
     dw, norm = parts.dw, parts.norm
-    params = [p for m in (dw, norm, parts.expand, parts.proj) for p in m.parameters()]
+    mods = (dw, norm, parts.expand, parts.proj) if parts.grn is None else (dw, norm, parts.expand, parts.proj, parts.grn)
+    params = [p for m in mods for p in m.parameters()]
     return (
         fast_ops_enabled()
         and x.device.type == "cpu"
@@ -444,12 +489,16 @@ def roy_fusable(parts: RoyParts, x: torch.Tensor) -> bool:
         and conv_kind(parts.expand) == "pointwise"
         and conv_kind(parts.proj) == "pointwise"
         and _is_plain_gelu(parts.act)
+        and (parts.grn is None or _is_grn(parts.grn, x))
     )
 
 
 def roy_forward(parts: RoyParts, x: torch.Tensor) -> torch.Tensor:
-    """Fused training forward of ``x + proj(GELU(expand(norm(dw(x)))))`` (see :class:`_RoyBlockCPU`)."""
+    """Fused training forward of ``x + proj(G(GELU(expand(norm(dw(x))))))``, ``G`` the block's GRN or the identity
+    (see :class:`_RoyBlockCPU`)."""
     dw, norm = parts.dw, parts.norm
     w_dw, padding = crop_depthwise(x.shape[2:], dw.weight, dw.padding, dw.dilation)
+    grn = parts.grn
+    extra = () if grn is None else (grn.gamma, grn.beta, grn.eps)
     return _RoyBlockCPU.apply(x, w_dw, padding, norm.weight, norm.bias, norm.eps, parts.expand.weight,
-                              parts.expand.bias, parts.proj.weight, parts.proj.bias)
+                              parts.expand.bias, parts.proj.weight, parts.proj.bias, *extra)
