@@ -48,6 +48,22 @@ def test_grn_matches_a_hand_computed_value() -> None:
     assert torch.allclose(y, expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channel_sum_squares_by_hand_on_both_layouts(channels_last: bool) -> None:
+    from nnunetv2_mednext.networks.parts import channel_sum_squares, grn_factor
+
+    # sample 0: channel 0 holds 1, 2 (sum of squares 5), channel 1 holds 3 (9); sample 1: four twos per channel (16)
+    x = torch.zeros(2, 2, 2, 1, 2)
+    x[0, 0, 0, 0, 0], x[0, 0, 1, 0, 1], x[0, 1, 1, 0, 0] = 1.0, 2.0, 3.0
+    x[1] = 2.0
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    sq = channel_sum_squares(x)
+    assert torch.equal(sq, torch.tensor([[5.0, 9.0], [16.0, 16.0]]))
+    n, factor = grn_factor(torch.tensor([[1.0, 3.0]]), torch.tensor([2.0, -1.0]), eps=0.0)
+    assert torch.equal(n, torch.tensor([[0.5, 1.5]])) and torch.equal(factor, torch.tensor([[2.0, -0.5]]))
+
+
 @pytest.mark.parametrize("shape", [(2, 5, 6, 7), (2, 5, 3, 4, 5)])
 def test_grn_is_the_identity_at_init_and_has_zero_parameters(shape) -> None:
     grn = GlobalResponseNorm(shape[1])
@@ -333,6 +349,7 @@ def test_v2_trains_predicts_and_fine_tunes_in_3d_through_the_stock_commands(tmp_
 
     source = runner.results / runner.dataset_name(961) / f"{trainer}__{plans}__3d_fullres" / "fold_0"
     weights = source / "checkpoint_final.pth"
+    _export_with_active_grn(runner, source, weights)
     runner.train(962, "3d_fullres", 0, trainer, plans=plans, extra_env=env,
                  extra_args=["-pretrained_weights", str(weights)])
     loaded = _loaded_keys((runner.workdir / "logs" / f"train_{trainer}_3d_fullres_0.log").read_text())
@@ -343,3 +360,31 @@ def test_v2_trains_predicts_and_fine_tunes_in_3d_through_the_stock_commands(tmp_
     tuned = runner.results / runner.dataset_name(962) / f"{trainer}__{plans}__3d_fullres" / "fold_0"
     out = torch.load(tuned / "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]
     assert all(out[k].shape[0] == 2 for k in heads if k.endswith("weight"))  # 2 classes now
+
+
+def _export_with_active_grn(runner, fold_folder, weights) -> None:
+    """``nnunetv2-mednext export-onnx`` of the trained 3D v2 model with every GRN's gamma and beta set away from
+    zero (after a short training they are still near their identity init): ONNX Runtime agrees with PyTorch."""
+    import json
+    import subprocess
+    import sys
+
+    from nnunetv2_mednext.nnunet.deploy.onnx_export import ATOL, RTOL
+
+    ckpt = torch.load(weights, map_location="cpu", weights_only=False)
+    gen = torch.Generator().manual_seed(0)
+    grn = [k for k in ckpt["network_weights"] if k.endswith((".grn.gamma", ".grn.beta"))]
+    assert grn
+    for k in grn:
+        ckpt["network_weights"][k] = 0.5 * torch.randn(ckpt["network_weights"][k].shape, generator=gen)
+    torch.save(ckpt, fold_folder / "checkpoint_grn.pth")
+    done = subprocess.run([sys.executable, "-m", "nnunetv2_mednext", "export-onnx", "-m", str(fold_folder.parent),
+                           "-f", "0", "-chk", "checkpoint_grn.pth"], capture_output=True, text=True,
+                          env=runner.env(), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = json.loads((fold_folder / "checkpoint_grn.onnx.json").read_text())
+    assert meta["trainer"] == "nnUNetTrainerMedNeXtV2_S_tiny" and len(meta["tile"]) == 3
+    assert set(meta["check"]) == {"random", "real"}
+    for check in meta["check"].values():
+        assert check["max_abs_diff"] < ATOL + RTOL * check["max_abs_logit"]
+        assert check["argmax_agreement"] == 1.0
