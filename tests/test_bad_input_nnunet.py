@@ -252,15 +252,12 @@ def test_every_family_trains_and_predicts_end_to_end(trained: NnUNetRunner, tmp_
 def _fine_tune_v2_in_2d(trained: NnUNetRunner) -> None:
     """2D v2 through ``-pretrained_weights`` (fold 0's weights start fold 1): every key but the heads is loaded,
     the GRN parameters included (the 3D fine-tune onto other labels is in test_mednext_v2)."""
-    from test_conformance import _loaded_keys
+    from test_conformance import assert_all_but_heads_loaded
 
     trainer = "nnUNetTrainerMedNeXtV2_S_tiny"
     weights = _fold(trained, trainer) / "checkpoint_final.pth"
     trained.train(DS, "2d", 1, trainer, extra_args=["-pretrained_weights", str(weights)],
                   extra_env={"NNUNETV2_MEDNEXT_FINAL_VALIDATION": "0"})
-    loaded = _loaded_keys((trained.logs / f"train_{trainer}_2d_1.log").read_text())
-    saved = torch.load(weights, map_location="cpu", weights_only=False)["network_weights"]
-    heads = {k for k in saved if ".seg_layers." in k}
-    assert heads and loaded == set(saved) - heads
+    loaded, _ = assert_all_but_heads_loaded((trained.logs / f"train_{trainer}_2d_1.log").read_text(), weights)
     assert any(k.endswith(".grn.gamma") for k in loaded)
     assert (_fold(trained, trainer, 1) / "checkpoint_final.pth").exists()

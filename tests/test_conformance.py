@@ -236,6 +236,19 @@ def _loaded_keys(output: str) -> set[str]:
     return {ln.split(" shape ")[0] for ln in body.splitlines()[1:] if " shape " in ln}
 
 
+def assert_all_but_heads_loaded(output: str, weights: Path, label: str = "") -> tuple[set[str], set[str]]:
+    """``-pretrained_weights`` transferred every key of ``weights`` but the heads (nnU-Net's ``.seg_layers.`` rule);
+    returns (loaded keys, head keys)."""
+    import torch
+
+    saved = torch.load(weights, map_location="cpu", weights_only=False)["network_weights"]
+    heads = {k for k in saved if ".seg_layers." in k}
+    assert heads, (label, "no head found by nnU-Net's '.seg_layers.' rule")
+    loaded = _loaded_keys(output)
+    assert loaded == set(saved) - heads, label  # everything but the heads
+    return loaded, heads
+
+
 def test_finetuning_route_stock_and_package_side_by_side(tmp_path: Path) -> None:
     """nnU-Net's fine-tuning guide (extract_fingerprint -> move_plans_between_datasets -> preprocess ->
     ``-pretrained_weights``) onto a dataset with other labels, for stock nnU-Net and the package's trainers.
@@ -285,10 +298,7 @@ def test_finetuning_route_stock_and_package_side_by_side(tmp_path: Path) -> None
         proc, _ = _command(runner, "nnUNetv2_train", [FT_TARGET, "2d", 0, "-tr", trainer, "-p", FT_PLANS, "-device",
                                                       "cpu", "-pretrained_weights", weights], env)
         assert proc.returncode == 0, (label, proc.stderr[-3000:])
-        saved = torch.load(weights, map_location="cpu", weights_only=False)["network_weights"]
-        heads = {k for k in saved if ".seg_layers." in k}
-        assert heads, (label, "no head found by nnU-Net's '.seg_layers.' rule")
-        assert _loaded_keys(proc.stdout) == set(saved) - heads, label  # everything but the heads
+        _, heads = assert_all_but_heads_loaded(proc.stdout, weights, label)
         tuned = runner.results / name / f"{trainer}__{FT_PLANS}__2d" / "fold_0" / "checkpoint_final.pth"
         out = torch.load(tuned, map_location="cpu", weights_only=False)["network_weights"]
         assert all(out[k].shape[0] == 3 for k in heads if k.endswith("weight")), label  # 3 classes now
