@@ -1,11 +1,13 @@
-"""Training-step and inference time of the 2D classifiers on CPU: MedNeXt (fast and reference ops) against timm's
-ResNet-18 and ConvNeXt-atto, measured in one process as paired repetitions (ratios to ``resnet18``).
+"""What each 2D classifier costs: parameters, MACs per image, training-step and inference time on CPU (images/s),
+MedNeXt (fast and reference ops) against timm's ResNet, ConvNeXt and EfficientNet, measured in one process as paired
+repetitions (ratios to ``resnet18``).
 
 One repetition times one training step (forward, cross-entropy, backward, AdamW step) and one inference forward of
 every network in turn, on the same random batch; ratios are taken per repetition, then the median and interquartile
 range are reported, so slow phases of the machine hit every network alike. Threads are pinned (``--threads``).
 
-    python benchmarks/bench_classifiers.py --size 128 --batch 32 --repeats 9 --threads 1
+    python benchmarks/bench_classifiers.py --size 224 --batch 32 --repeats 7 --threads 1 --classes 2 \
+        --models mednext_cls_t mednext_cls_s resnet18 resnet50 convnext_atto efficientnet_b0
     python benchmarks/bench_classifiers.py --tiny          # proves the script works (CI)
 """
 
@@ -60,6 +62,17 @@ def step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, reference: bool)
     return train, infer
 
 
+def macs_per_image(model: nn.Module, in_chans: int, size: int) -> float:
+    """Multiply-accumulates of one forward pass of one image (PyTorch's FLOP counter: convolutions and matrix
+    products, 2 FLOPs per MAC; norms and activations are not counted, as in the usual tables)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, in_chans, size, size))
+    return counter.get_total_flops() / 2
+
+
 def _timed(fn: Callable) -> float:
     t0 = time.perf_counter()
     fn()
@@ -95,10 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, args.in_chans, args.size, args.size, generator=g)
     y = torch.randint(0, args.classes, (args.batch,), generator=g)
-    fns, params = {}, {}
+    fns, params, macs = {}, {}, {}
     for name in args.models:
         model, reference = build(name, args.in_chans, args.classes, args.tiny)
         params[name] = sum(q.numel() for q in model.parameters())
+        macs[name] = macs_per_image(model, args.in_chans, args.size)
         fns[name] = step_fn(model, x, y, reference)
         for _ in range(args.warmup):
             fns[name][0]()
@@ -120,12 +134,15 @@ def main(argv: list[str] | None = None) -> int:
         f"repetitions, torch {torch.__version__}, {args.threads} thread(s), {platform.machine()}, "
         f"load average (1 min) before / after {load_before:.2f} / {load_after:.2f}",
         "",
-        "| network | params (M) | train step s (median) | train ratio | inference s (median) | inference ratio |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| network | params (M) | train step s (median) | train ratio | inference s (median) | inference ratio | "
+        f"GMACs / image at {args.size} | train images / s | inference images / s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in args.models:
-        lines.append(f"| `{name}` | {params[name] / 1e6:.2f} | {statistics.median(times[name][0]):.3f} | "
-                     f"{ratio(name, 0)} | {statistics.median(times[name][1]):.3f} | {ratio(name, 1)} |")
+        train_s, infer_s = statistics.median(times[name][0]), statistics.median(times[name][1])
+        lines.append(f"| `{name}` | {params[name] / 1e6:.2f} | {train_s:.3f} | {ratio(name, 0)} | {infer_s:.3f} | "
+                     f"{ratio(name, 1)} | {macs[name] / 1e9:.3f} | {args.batch / train_s:.1f} | "
+                     f"{args.batch / infer_s:.1f} |")
     print("\n".join(lines))
     return 0
 

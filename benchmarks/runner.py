@@ -2,7 +2,7 @@
 
 * :func:`run_pinned` runs commands at most ``jobs`` at once, each pinned to its own free core with ``taskset``
   (when ``jobs > 1`` and ``taskset`` exists), one log file each. A failing command stops the others and ends the
-  script with its log's tail (``equal_time.py`` and ``classification_busi.py --jobs``).
+  script with its log's tail (``equal_time.py`` and ``classification_study.py``).
 * :func:`write_keeping` writes a generated report and keeps whatever follows :data:`KEEP_MARKER` in the file it
   replaces (readings written by hand below a generated table survive its regeneration).
 """

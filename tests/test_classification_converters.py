@@ -43,17 +43,25 @@ def test_msld_originals_grouped_by_patient(tmp_path: Path):
         for k in range(1, 3):
             _img(base / "Monkey Pox" / f"M{p:02d}_{k:02d}.jpg", "circle", rgb=True)
             _img(base / "Others" / f"NM{p:02d}_{k:02d}.jpg", "stripes", rgb=True)
+    for name in ("19.jpg", "19_1.jpg", "19_2.jpg", "7.jpg", "7_1.jpg"):  # the shipped copy's numeric case names
+        _img(base / "Others" / name, "stripes", rgb=True)
     _img(tmp_path / "msld" / "Augmented Images" / "Augmented Images" / "Monkeypox_augmented" / "M01_01_01.jpg")
     conv = convert("msld", tmp_path / "msld", tmp_path / "out")
-    assert conv.class_counts == {"Monkeypox": 10, "Others": 10}  # augmented copies ignored
-    assert msld_patient("NM12_01_aug3.jpg") == "NM12" and msld_patient("img.jpg") is None
+    assert conv.class_counts == {"Monkeypox": 10, "Others": 15}  # augmented copies ignored
+    assert msld_patient("NM12_01_aug3.jpg") == "NM12" and msld_patient("P13_2.jpg") == "P13"
+    assert msld_patient("11.jpg") == msld_patient("11_1.jpg") == "11" and msld_patient("58_!.jpg") == "58"
+    assert msld_patient("19_2.jpg", "Others") == "Others:19" and msld_patient("_1.jpg") is None
     prep = prepare(conv.csv_path, tmp_path / "run", n_folds=2, console=Console(quiet=True))
     assert prep.fingerprint["color_mode"] == "rgb"
     for f in prep.splits["folds"]:
         part = {i: k for k, ids in f.items() for i in ids}
         for s in prep.index.samples:
             mate = s.id.replace("_01.jpg", "_02.jpg")
-            assert part[mate] == part[s.id]  # both images of a patient in one part
+            if mate in part:
+                assert part[mate] == part[s.id]  # both images of a patient in one part
+        others = [i for i in part if "/Others/" in i and i.rsplit("/", 1)[1][0].isdigit()]
+        assert len({part[i] for i in others if i.rsplit("/", 1)[1].startswith("19")}) == 1
+        assert len({part[i] for i in others if i.rsplit("/", 1)[1].startswith("7")}) == 1
 
 
 def _msld_folds(root: Path) -> Path:

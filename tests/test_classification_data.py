@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from nnunetv2_mednext.classification.fingerprint import compute_fingerprint, describe, load_or_compute, warnings_for
-from nnunetv2_mednext.classification.hashing import difference_hash, exact_hash, near_pairs
+from nnunetv2_mednext.classification.hashing import difference_hash, exact_hash, near_pairs, thumbnail
 from nnunetv2_mednext.classification.index import discover, index_csv
 from nnunetv2_mednext.classification.io import load_for_model, read_image, to_unit
 from nnunetv2_mednext.classification.synthetic import make_shapes_dataset, shape_image
@@ -102,9 +102,30 @@ def test_hashes_find_exact_and_near_duplicates(tmp_path: Path):
     assert exact_hash(a) == exact_hash(a.copy()) and exact_hash(a) != exact_hash(b)
     near = np.clip(a.astype(int) + rng.integers(-2, 3, a.shape), 0, 255).astype(np.uint8)
     ha, hn, hb = difference_hash(a[:, :, None]), difference_hash(near[:, :, None]), difference_hash(b[:, :, None])
-    assert bin(ha ^ hn).count("1") <= 6 < bin(ha ^ hb).count("1")
-    assert near_pairs([ha, hb, hn], threshold=6) == [(0, 2)]
+    assert max(ha, hn, hb) < 2**256 and bin(ha ^ hn).count("1") <= 44 < bin(ha ^ hb).count("1")
+    assert near_pairs([ha, hb, hn], threshold=44) == [(0, 2)]
     assert near_pairs([ha, hb, hn], threshold=-1) == []
+    ta, tn, tb = (thumbnail(x[:, :, None]) for x in (a, near, b))
+    assert near_pairs([ha, hb, hn], threshold=44, thumbs=[ta, tb, tn]) == [(0, 2)]  # a true near pair passes
+
+
+def test_near_duplicates_need_correlated_thumbnails():
+    """Two smooth images that rise left to right in every row have the same dHash (every bit 1), whatever else they
+    show: a pure ramp and a ramp under strong horizontal bands. Their thumbnails do not correlate, so they are no
+    near duplicates; a copy with a little noise is."""
+    x = np.linspace(0, 1, 64)[None, :].repeat(64, 0)
+    y = np.linspace(0, 1, 64)[:, None].repeat(64, 1)
+    ramp = (x * 200).astype(np.uint8)
+    banded = (x * 20 + (np.sin(y * 12) > 0) * 200).astype(np.uint8)
+    h_ramp, h_banded = difference_hash(ramp[:, :, None]), difference_hash(banded[:, :, None])
+    assert h_ramp == h_banded == 2**256 - 1
+    thumbs = [thumbnail(ramp[:, :, None]), thumbnail(banded[:, :, None])]
+    z = [np.frombuffer(__import__("base64").b64decode(t), np.uint8).astype(float) for t in thumbs]
+    assert abs(np.corrcoef(z[0], z[1])[0, 1]) < 0.2
+    assert near_pairs([h_ramp, h_banded], threshold=0) == [(0, 1)]  # the hash alone links them
+    assert near_pairs([h_ramp, h_banded], threshold=0, thumbs=thumbs) == []
+    flat = [thumbnail(np.full((8, 8, 1), v, np.uint8)) for v in (10, 10)]
+    assert near_pairs([0, 0], threshold=0, thumbs=flat) == [(0, 1)]  # two flat images: r undefined, taken as 1
 
 
 def test_fingerprint_reports_and_caches(tmp_path: Path):
@@ -114,7 +135,7 @@ def test_fingerprint_reports_and_caches(tmp_path: Path):
     Image.fromarray(np.stack([shape_image("stripes", 24, np.random.default_rng(5))] * 3, 2)).save(
         root / "stripes" / "grey_as_rgb.png")
     idx = discover(root)
-    fp = compute_fingerprint(idx, near_threshold=6)
+    fp = compute_fingerprint(idx, near_threshold=44)
     assert fp["n_images"] == 14 and fp["class_counts"] == {"circle": 4, "square": 5, "stripes": 5}
     assert fp["image_size"]["height"] == {"min": 24, "median": 24.0, "max": 24}
     assert fp["channels"] == {"grey": 13, "grey_stored_as_rgb": 1, "colour": 0} and fp["color_mode"] == "grey"
@@ -127,10 +148,10 @@ def test_fingerprint_reports_and_caches(tmp_path: Path):
     json.dumps(fp)  # JSON-able
 
     path = tmp_path / "fp.json"
-    _, reused = load_or_compute(idx, path, 6)
+    _, reused = load_or_compute(idx, path, 44)
     assert not reused and path.is_file()
-    _, reused = load_or_compute(idx, path, 6)
+    _, reused = load_or_compute(idx, path, 44)
     assert reused
     Image.fromarray(shape_image("circle", 24, np.random.default_rng(9))).save(root / "circle" / "new.png")
-    _, reused = load_or_compute(discover(root), path, 6)
+    _, reused = load_or_compute(discover(root), path, 44)
     assert not reused  # a new file invalidates the cached fingerprint

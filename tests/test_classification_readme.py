@@ -41,3 +41,7 @@ def test_readme_quickstart(tmp_path: Path):
     timm_run = json.loads((tmp_path / "runs" / "shapes_convnext" / "config.json").read_text())
     assert timm_run["meta"]["model_source"].startswith("timm ") and timm_run["meta"]["in_chans"] == 1
     assert timm_run["time_budget"]["budget_s"] == 3 and timm_run["config"]["epochs"] == timm_run["time_budget"]["epochs"]
+    b = json.loads((tmp_path / "runs" / "shapes_b" / "splits.json").read_text())
+    assert b["mode"] == "cv-test" and all(set(f) == {"train", "val", "test"} for f in b["folds"])
+    a = json.loads((tmp_path / "runs" / "shapes_a" / "splits.json").read_text())
+    assert a["mode"] == "image-cv" and a["leaky"] is True

@@ -147,3 +147,49 @@ def test_bad_split_files_and_too_few_groups(leaky: Path, tmp_path: Path):
         prepare(leaky / "data.csv", tmp_path / "y", splits_file=both, console=Console(quiet=True))
     with pytest.raises(MedNeXtUserError, match="too few"):
         prepare(leaky / "data.csv", tmp_path / "z", n_folds=40, console=Console(quiet=True))
+
+
+def test_cv_test_split_keeps_groups_and_carves_validation(leaky: Path, tmp_path: Path):
+    """``--split cv-test``: each image tested exactly once, train:val:test about 70:10:20, every leakage group
+    (patient, exact and near copies) inside one part of every fold; the split is reused only as cv-test."""
+    prep = prepare(leaky / "data.csv", tmp_path, split_mode="cv-test", console=Console(quiet=True))
+    sp = prep.splits
+    assert sp["mode"] == "cv-test" and sp["n_folds"] == 5 and "70:10:20" in sp["method"]
+    n = len(prep.index)
+    tested = [i for f in sp["folds"] for i in f["test"]]
+    assert sorted(tested) == sorted(prep.index.ids)  # every image in exactly one test part
+    for f, fp in zip(sp["folds"], sp["_positions"]):
+        assert set(f) == {"train", "val", "test"}
+        assert abs(len(f["val"]) / n - 0.1) < 0.07 and abs(len(f["test"]) / n - 0.2) < 0.07  # 21 groups of 3
+        owner: dict[int, set[str]] = {}
+        for part, pos in fp.items():
+            for p in pos:
+                owner.setdefault(int(prep.components[p]), set()).add(part)
+        assert all(len(parts) == 1 for parts in owner.values())
+        assert {s.label for s in prep.index.samples if s.id in set(f["val"])} == set(CLASSES)
+    assert not leak_report(sp, prep.index, prep.components)
+    with pytest.raises(MedNeXtUserError, match="made with --split cv-test"):
+        prepare(leaky / "data.csv", tmp_path, split_mode="cv", console=Console(quiet=True))
+    again = prepare(leaky / "data.csv", tmp_path, console=Console(quiet=True))  # no --split: reused as it is
+    assert again.splits["folds"] == sp["folds"]
+
+
+def test_image_level_split_says_it_is_leaky(leaky: Path, tmp_path: Path):
+    """``--split image-cv`` ignores patients and duplicates (stratified by class only) and says so: a ``leaky`` flag,
+    its method, and one warning line counting the groups that cross parts, instead of one per fold."""
+    con = Console(quiet=True)
+    prep = prepare(leaky / "data.csv", tmp_path, split_mode="image-cv", console=con)
+    sp = prep.splits
+    assert sp["leaky"] is True and sp["mode"] == "image-cv" and "LEAKY" in sp["method"]
+    assert sp["grouped_by"] == ["nothing (image-level, leaky)"]
+    labels = prep.index.labels()
+    for fp in sp["_positions"]:  # stratified: 20-22 images per class, so 4-5 of each in every held-out fold
+        counts = np.bincount(labels[fp["val"]], minlength=3)
+        assert counts.min() >= 4 and counts.max() <= 5
+    crossing = [any(len({part for part, pos in fp.items() for p in pos if prep.components[p] == c}) > 1
+                    for c in np.unique(prep.components)) for fp in sp["_positions"]]
+    assert any(crossing)  # patients are split across parts: that is the leak
+    lines = [w for w in con.warnings if "leaky split by design" in w]
+    assert len(lines) == 1 and "per fold have images on both sides" in lines[0]
+    saved = json.loads((tmp_path / "splits.json").read_text())
+    assert saved["leaky"] is True and saved["mode"] == "image-cv"

@@ -157,45 +157,67 @@ def test_time_budget_shorter_than_an_epoch_and_resume(prepared, tmp_path: Path):
     assert _earlier_budget(tmp_path / "cut", replace(cfg, time_budget=6.0)) is None
 
 
-def test_busi_benchmark_runs_every_model_at_equal_wall_clock(tmp_path: Path):
-    """The BUSI benchmark script, CI-sized: a synthetic set, 2 folds, a 1-second budget per fold and model; three
-    models on two pinned processes (``--jobs 2``: the third waits for a free core), one merged report."""
-    data = make_shapes_dataset(tmp_path / "data", n_per_class=8, size=32, seed=3)
-    out = tmp_path / "busi"
+def _fake_msld(root: Path) -> Path:
+    """MSLD's shipped layout (``original_images/{Monkey_Pox,Others}``, case-prefixed names), synthetic pixels."""
+    import numpy as np
+    from PIL import Image
+
+    from nnunetv2_mednext.classification.synthetic import shape_image
+
+    rng = np.random.default_rng(4)
+    for cls, kind, names in (("Monkey_Pox", "circle", [f"P{c}_{k}" for c in range(1, 11) for k in (1, 2)]),
+                             ("Others", "stripes", [f"{c}{sfx}" for c in range(1, 11) for sfx in ("", "_1")])):
+        (root / "original_images" / cls).mkdir(parents=True)
+        for name in names:
+            grey = shape_image(kind, 32, rng)
+            Image.fromarray(np.stack([grey, grey // 2, grey], 2)).save(root / "original_images" / cls / f"{name}.jpg")
+    return root
+
+
+def test_classification_study_runs_resumes_and_reports(tmp_path: Path):
+    """``benchmarks/classification_study.py``, CI-sized: a fake MSLD, split (b), 1 epoch at 32 px, two models x two
+    seeds on two pinned processes; a second call finds every job done; the report's paired differences are the
+    per-seed differences of the result files."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "classification_study.py"
+    results, work = tmp_path / "results", tmp_path / "work"
     env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "classification_busi.py"
-    proc = subprocess.run([sys.executable, str(script), "--data", str(data), "--out", str(out), "--input-size", "32",
-                           "--folds", "2", "--batch-size", "8", "--time-budget", "1", "--warmup-epochs", "1",
-                           "--threads", "1", "--jobs", "2"], capture_output=True, text=True, env=env, timeout=600)
+    argv = [sys.executable, str(script), "run", "--dataset", "msld", "--split", "b", "--epochs", "1", "--tiny",
+            "--models", "mednext_cls_t", "resnet18", "--seeds", "0", "1", "--jobs", "2", "--work", str(work),
+            "--results", str(results), "--data", str(_fake_msld(tmp_path / "msld"))]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    res = json.loads((out / "results.json").read_text())
-    assert list(res["models"]) == ["mednext_cls_t", "resnet18", "convnext_atto"]
-    for name, r in res["models"].items():
-        assert r["time_budget"]["budget_s"] == 1.0 and set(r["per_fold"]) == {"0", "1"}
-        assert set(r["epochs"].values()) == {r["time_budget"]["epochs"]}  # both folds: the pilot's epochs
-        want = "nnunetv2_mednext" if name.startswith("mednext") else "timm"
-        assert r["source"].startswith(want)
-    assert res["models"]["resnet18"]["params"] == 11_171_779  # timm resnet18, 1 channel in, 3 classes out
-    md = (out / "results.md").read_text()
-    assert "equal wall-clock: about 1 s of training per fold" in md and "| convnext_atto | timm" in md
-    assert "| model | s / step | steps / epoch |" in md and "2 models at once" in md
-    # the end-of-training table: one row per model, losses from its folds' histories, 4 accuracies along the budget
-    learning = {ln.split("|")[1].strip(): ln.split("|")[2:6] for ln in md.split("| model | train acc. %")[1]
-                .splitlines()[2:] if ln.startswith("| ")}
-    assert list(learning) == list(res["models"])
-    for name, (train_acc, train_loss, val_loss, accs) in learning.items():
-        assert 0 <= float(train_acc) <= 100
-        hist = [json.loads((out / "parts" / name / name / f"fold_{f}" / "history.json").read_text())["history"]
-                for f in (0, 1)]
-        assert float(train_loss) == pytest.approx(sum(h[-1]["train_loss"] for h in hist) / 2, abs=5e-4)
-        assert float(val_loss) == pytest.approx(sum(h[-1]["val_loss"] for h in hist) / 2, abs=5e-4)
-        assert len(accs.split("/")) == 4
-    assert (out / "curves.png").stat().st_size > 1000
-    # every process trained on the split the parent prepared (no process fingerprints or splits the data again)
-    for m in res["models"]:
-        log = (out / f"{m}.log").read_text()
-        assert "fingerprint (cached)" in log and f"splits: reusing {out / 'common' / 'splits.json'}" in log, log[:2000]
-        assert not (out / "parts" / m / "common").exists()
+    assert "4 jobs to run" in proc.stdout
+    study = results / "msld_b_e1"
+    kept = json.loads((results / "splits" / "msld_b.json").read_text())  # the split travels with the results,
+    used = json.loads((work / "common" / "msld_b" / "splits.json").read_text())  # ids as <class>/<file>
+    assert kept["folds"] == [{p: ["/".join(i.split("/")[-2:]) for i in ids] for p, ids in f.items()}
+                             for f in used["folds"]]
+    files = sorted(p.name for p in study.glob("*.json"))
+    assert files == ["mednext_cls_t__s0__f0.json", "mednext_cls_t__s1__f0.json", "resnet18__s0__f0.json",
+                     "resnet18__s1__f0.json"]
+    res = {p.stem: json.loads(p.read_text()) for p in study.glob("*.json")}
+    split = json.loads((work / "common" / "msld_b" / "splits.json").read_text())
+    assert split["mode"] == "cv-test"
+    for r in res.values():
+        assert r["epochs"] == 1 and r["metrics"]["evaluated_on"] == "test"
+        assert len(r["predictions"]) == len(split["folds"][0]["test"]) == r["metrics"]["n"]
+        assert "--color-jitter" in r["command"] and "--seed" in r["command"]
+    # case groups never cross parts: P3_1/P3_2 and 3/3_1 sit in one part of the split every job used
+    part = {i.split("/")[-1]: k for k, ids in split["folds"][0].items() for i in ids}
+    assert part["P3_1.jpg"] == part["P3_2.jpg"] and part["3.jpg"] == part["3_1.jpg"]
+    again = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0 and "0 jobs to run" in again.stdout, again.stderr[-2000:]
+    out = tmp_path / "report.md"
+    rep = subprocess.run([sys.executable, str(script), "report", "--results", str(results), "--out", str(out)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    md = out.read_text()
+    assert "## MSLD: split (b) leak-safe" in md and "positive class Monkeypox" in md
+    row = next(ln for ln in md.splitlines() if ln.startswith("| `resnet18`"))
+    diffs = [100 * (res[f"resnet18__s{s}__f0"]["metrics"]["balanced_accuracy"]
+                    - res[f"mednext_cls_t__s{s}__f0"]["metrics"]["balanced_accuracy"]) for s in (0, 1)]
+    assert row.split("|")[-2].strip() == f"{sum(diffs) / 2:+.2f} ({diffs[0]:+.1f}, {diffs[1]:+.1f})"
+    assert (tmp_path / "results_classification_msld_b_e1.png").stat().st_size > 1000
 
 
 def test_classifier_speed_benchmark_tiny():

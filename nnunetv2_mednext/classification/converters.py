@@ -4,8 +4,9 @@ Each writes ``OUT/dataset.csv`` (``path,label,group``; paths relative to OUT) an
 protocol, ``OUT/splits.json``. No image is copied. Layouts (the Kaggle downloads, unzipped anywhere under SRC):
 
 * ``sarscov2``: ``COVID/`` + ``non-COVID/`` (Soares et al.). No patient ids exist: splits can group only duplicates.
-* ``msld``: ``Original Images/Original Images/{Monkey Pox,Others}`` (228 originals); group = patient id from the
-  file name (``M01_02.jpg`` -> ``M01``, ``NM12_01.jpg`` -> ``NM12``). Cross-validation grouped by patient.
+* ``msld``: ``Original Images/{Monkey Pox,Others}`` (228 originals); group = class + case from the file name: the
+  stem before the first ``_`` (``P13_2.jpg`` -> ``P13``, ``11_1.jpg`` and ``11.jpg`` -> ``11``). Cross-validation
+  grouped by case.
 * ``msld-folds``: the authors' patient-independent folds ``Fold1/.../Fold<k>/{Train,Val,Test}/{Monkeypox,Others}``
   (augmented train/val, original test): ``splits.json`` with train/val/test per fold, as published.
 * ``largecovid`` / ``largecovid-2class``: ``curated_data/curated_data/{1NonCOVID,2COVID,3CAP}`` with the patient
@@ -113,13 +114,15 @@ def convert_sarscov2(src: Path, out: Path) -> Conversion:
 
 # ------------------------------------------------------------------------------------------------ MSLD v1
 _MSLD_CLASSES = {"Monkeypox": ("Monkeypox", "Monkey Pox", "Monkey_Pox"), "Others": ("Others", "Other")}
-_PATIENT = re.compile(r"^([A-Za-z]+\d+)")
-
-
-def msld_patient(filename: str) -> str | None:
-    """``M01_02.jpg`` -> ``M01``; ``NM12_01_aug3.jpg`` -> ``NM12``; None when the name has no such prefix."""
-    m = _PATIENT.match(Path(filename).name)
-    return m.group(1).upper() if m else None
+def msld_patient(filename: str, label: str | None = None) -> str | None:
+    """The case of an MSLD file name: the stem's part before the first ``_`` (the whole stem when there is none),
+    upper-cased, prefixed by ``label`` when given (one case has one diagnosis: ``Others/19_1.jpg`` and
+    ``Monkeypox/...19...`` are never one case). ``P13_2.jpg`` -> ``P13``; ``11.jpg`` and ``11_1.jpg`` -> ``11``;
+    ``NM12_01_aug3.jpg`` -> ``NM12``; None for an empty prefix (``_1.jpg``)."""
+    prefix = Path(filename).stem.split("_", 1)[0].strip().upper()
+    if not prefix:
+        return None
+    return f"{label}:{prefix}" if label else prefix
 
 
 def convert_msld(src: Path, out: Path) -> Conversion:
@@ -135,10 +138,12 @@ def convert_msld(src: Path, out: Path) -> Conversion:
         raise MedNeXtUserError(
             f"no 'Original Images/{{Monkey Pox,Others}}' under {str(src)!r}; fix: pass the unzipped MSLD download"
         )
-    rows = [(p, label, msld_patient(p.name)) for label in _MSLD_CLASSES for p in _images(originals[label])]
+    rows = [(p, label, msld_patient(p.name, label)) for label in _MSLD_CLASSES for p in _images(originals[label])]
     no_pid = sum(g is None for _, _, g in rows)
+    n_cases = len({g for _, _, g in rows if g})
     notes = ["MSLD originals only (the 'Augmented Images' folder is ignored: its copies would leak across folds). "
-             "Splits group images by patient id from the file name."]
+             f"Splits group images by case: the file name before '_' ({n_cases} cases, e.g. P13_1 and P13_2; 11 and "
+             "11_1)."]
     if no_pid:
         notes.append(f"{no_pid} file names carry no patient id: those images are grouped by duplicate hash only.")
     return Conversion(_write_csv(out, rows), None, len(rows), _counts(rows), notes=notes)
@@ -178,7 +183,7 @@ def convert_msld_folds(src: Path, out: Path) -> Conversion:
             _, classes = _find_parent_of(part_dir, _MSLD_CLASSES)
             for label, cdir in classes.items():
                 for p in _images(cdir):
-                    rows.append((p, label, msld_patient(p.name)))
+                    rows.append((p, label, msld_patient(p.name, label)))
                     parts.setdefault(part, []).append(os.path.relpath(p, out).replace(os.sep, "/"))
         split_folds.append({k: sorted(v) for k, v in parts.items()})
     csv_path = _write_csv(out, rows)

@@ -1,7 +1,7 @@
 """Duplicate groups and the leakage groups used for splitting.
 
 Two images belong to the same *leakage group* when they share a patient (CSV ``group`` column), are pixel-identical
-(exact hash) or are near-identical (dHash within ``near_threshold`` bits). Groups are connected components, so
+(exact hash) or are near-identical (256-bit dHash within ``near_threshold`` bits and correlated thumbnails). Groups are connected components, so
 chains (slice 1 ~ slice 2 ~ slice 3) end up together.
 """
 
@@ -50,20 +50,23 @@ def exact_pairs(hashes: list[str]) -> list[tuple[int, int]]:
     return pairs
 
 
-def duplicate_groups(exact: list[str], near: list[int], near_threshold: int) -> tuple[list[list[int]], list[list[int]]]:
+def duplicate_groups(exact: list[str], near: list[int], near_threshold: int,
+                     thumbs: list[str] | None = None) -> tuple[list[list[int]], list[list[int]]]:
     """(exact-duplicate groups, near-duplicate groups incl. exact ones) as lists of positions."""
     n = len(exact)
     ex = groups_from_labels(components(n, exact_pairs(exact)))
-    nr = groups_from_labels(components(n, exact_pairs(exact) + near_pairs(near, near_threshold))) if near_threshold >= 0 else []
+    nr = (groups_from_labels(components(n, exact_pairs(exact) + near_pairs(near, near_threshold, thumbs)))
+          if near_threshold >= 0 else [])
     return ex, nr
 
 
-def _hashes(index: DatasetIndex, fingerprint: dict) -> tuple[list[str], list[int]]:
+def _hashes(index: DatasetIndex, fingerprint: dict) -> tuple[list[str], list[int], list[str]]:
     per = fingerprint["per_image"]
     missing = [s.id for s in index.samples if s.id not in per]
     if missing:
         raise KeyError(f"fingerprint has no record for {missing[0]!r}; recompute it")
-    return [per[s.id]["exact"] for s in index.samples], [int(per[s.id]["near"], 16) for s in index.samples]
+    return ([per[s.id]["exact"] for s in index.samples], [int(per[s.id]["near"], 16) for s in index.samples],
+            [per[s.id]["thumb"] for s in index.samples])
 
 
 def leakage_components(index: DatasetIndex, fingerprint: dict | None, use_near: bool = True) -> np.ndarray:
@@ -78,11 +81,11 @@ def leakage_components(index: DatasetIndex, fingerprint: dict | None, use_near: 
             else:
                 by_group[s.group] = i
     if fingerprint is not None:
-        exact, near = _hashes(index, fingerprint)
+        exact, near, thumbs = _hashes(index, fingerprint)
         pairs += exact_pairs(exact)
         threshold = int(fingerprint.get("duplicates", {}).get("near_threshold", -1))
         if use_near and threshold >= 0:
-            pairs += near_pairs(near, threshold)
+            pairs += near_pairs(near, threshold, thumbs)
     return components(n, pairs)
 
 
@@ -96,7 +99,7 @@ def drop_exact_duplicates(index: DatasetIndex, fingerprint: dict) -> tuple[Datas
 
     Returns the reduced index and one record per dropped image (``id``, ``label``, ``reason``).
     """
-    exact, _ = _hashes(index, fingerprint)
+    exact, _, _ = _hashes(index, fingerprint)
     groups = groups_from_labels(components(len(index), exact_pairs(exact)))
     drop: dict[int, str] = {}
     for g in groups:

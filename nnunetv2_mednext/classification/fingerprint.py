@@ -17,12 +17,14 @@ import numpy as np
 from nnunetv2_mednext.errors import MedNeXtUserError
 
 from .duplicates import cross_class_groups, duplicate_groups
-from .hashing import difference_hash, exact_hash
+from .hashing import NEAR_HASH_BITS, NEAR_MIN_CORR, difference_hash, exact_hash, hash_hex, thumbnail
 from .index import DatasetIndex
 from .io import image_suffix, is_gray, read_image, to_unit
 
-FORMAT = "nnunetv2_mednext.classification.fingerprint/1"
-DEFAULT_NEAR_THRESHOLD = 6  # bits of 64; BUSI: true near-duplicates up to ~10 bits, unrelated pairs from ~12
+FORMAT = "nnunetv2_mednext.classification.fingerprint/2"  # /2: 256-bit near hash + thumbnail
+# bits of 256. SARS-CoV-2 CT: adjacent slices of one scan differ by 30-48 bits; with the thumbnail test no pair within
+# 44 bits crosses the two classes (at 56 bits 21 do). MSLD: only the exact pair is linked (docs/classification.md).
+DEFAULT_NEAR_THRESHOLD = 44
 
 
 def signature(index: DatasetIndex, near_threshold: int) -> str:
@@ -75,7 +77,8 @@ def compute_fingerprint(
             "grey": is_gray(arr),
             "dtype": str(arr.dtype),
             "exact": exact_hash(arr),
-            "near": f"{difference_hash(arr):016x}",
+            "near": hash_hex(difference_hash(arr)),
+            "thumb": thumbnail(arr),
             "mean": round(g_mean, 6),
         }
     if failures:
@@ -96,7 +99,8 @@ def compute_fingerprint(
             "std": [round(float(np.sqrt(max(v, 1e-12))), 6) for v in (rgb_sq / n - rgb_mean**2)],
         },
     }
-    exact_g, near_g = duplicate_groups([r["exact"] for r in recs], [int(r["near"], 16) for r in recs], near_threshold)
+    exact_g, near_g = duplicate_groups([r["exact"] for r in recs], [int(r["near"], 16) for r in recs], near_threshold,
+                                       [r["thumb"] for r in recs])
     ids = index.ids
 
     def named(groups: list[list[int]]) -> list[list[str]]:
@@ -141,6 +145,8 @@ def compute_fingerprint(
         "normalization": norm,
         "duplicates": {
             "near_threshold": near_threshold,
+            "near_hash_bits": NEAR_HASH_BITS,
+            "near_min_corr": NEAR_MIN_CORR,
             "exact_groups": named(exact_g),
             "near_groups": named(near_g),
             "n_images_in_exact_groups": sum(len(g) for g in exact_g),
@@ -203,7 +209,8 @@ def describe(fp: dict) -> list[str]:
         pg = fp["patient_groups"]
         lines.append(f"patients  {pg['n_groups']} groups ({pg['n_images_with_group']} images with a group id)")
     near = (
-        f"{len(dup['near_groups'])} near-duplicate groups (dHash <= {dup['near_threshold']} bits, "
+        f"{len(dup['near_groups'])} near-duplicate groups (dHash <= {dup['near_threshold']} of "
+        f"{dup.get('near_hash_bits', NEAR_HASH_BITS)} bits and thumbnail r >= {dup.get('near_min_corr', NEAR_MIN_CORR)}, "
         f"{dup['n_images_in_near_groups']} images)"
         if dup["near_threshold"] >= 0
         else "near-duplicate check off"
@@ -215,11 +222,15 @@ def describe(fp: dict) -> list[str]:
     return lines
 
 
-def warnings_for(fp: dict, limit: int = 20) -> list[str]:
-    """One warning per duplicate group that spans classes, naming the files."""
+def warnings_for(fp: dict, limit: int = 10, members: int = 4) -> list[str]:
+    """One warning per duplicate group that spans classes (at most ``limit``), naming at most ``members`` files."""
     out = []
     for g in fp["duplicates"]["cross_class"][:limit]:
-        files = " == ".join(f"{i} [{lab}]" for i, lab in zip(g["ids"], g["labels"]))
+        pairs = list(zip(g["ids"], g["labels"]))
+        files = " == ".join(f"{i} [{lab}]" for i, lab in pairs[:members])
+        if len(pairs) > members:
+            counts = Counter(g["labels"])
+            files += f" == ... ({len(pairs)} images in all: " + ", ".join(f"{c} {k}" for c, k in sorted(counts.items())) + ")"
         out.append(f"{g['kind']} duplicate images with different labels: {files}")
     extra = len(fp["duplicates"]["cross_class"]) - limit
     if extra > 0:

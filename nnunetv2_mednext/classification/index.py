@@ -195,7 +195,7 @@ def index_csv(csv_path: str | os.PathLike, require_labels: bool = True) -> Datas
     names = sort_class_names({s.label for s in samples}) if require_labels else []
     if require_labels:
         _check_classes(names, Counter(s.label for s in samples), f"CSV {str(csv_path)!r}")
-    return DatasetIndex(samples, names, str(csv_path), "csv", has_groups=gcol is not None)
+    return DatasetIndex(samples, names, str(csv_path), "csv", has_groups=any(s.group for s in samples))
 
 
 def discover(source: str | os.PathLike) -> DatasetIndex:

@@ -38,12 +38,13 @@ def existing_run(out_dir: Path) -> list[str]:
 
 
 DEFAULT_FOLDS, DEFAULT_SEED, DEFAULT_SPLIT = 5, 12345, "cv"
+SPLIT_MODES = ("cv", "cv-test", "holdout", "image-cv")
 
 
 def _check_reused_splits(splits: dict, path: Path, n_folds: int | None, seed: int | None, split_mode: str | None) -> None:
     """An existing ``splits.json`` is reused only when every split option given explicitly agrees with it."""
     method = str(splits.get("method", ""))
-    stored_mode = "holdout" if "hold-out" in method else ("cv" if "k-fold" in method else None)
+    stored_mode = splits.get("mode") or ("holdout" if "hold-out" in method else ("cv" if "k-fold" in method else None))
     wanted = {"--folds": (n_folds, splits.get("n_folds")), "--seed": (seed, splits.get("seed")),
               "--split": (split_mode, stored_mode)}
     for flag, (given, stored) in wanted.items():
@@ -87,7 +88,8 @@ def prepare(
 
     ``duplicates``: ``group`` keeps every image and keeps duplicates in one fold; ``drop`` keeps one image of each
     exact-duplicate group and drops groups whose labels disagree (near duplicates stay grouped either way).
-    ``split_mode``: ``cv`` (stratified group k-fold, ``n_folds`` default 5) or ``holdout`` (70/10/20); ``seed``
+    ``split_mode``: ``cv`` (stratified group k-fold, ``n_folds`` default 5), ``cv-test`` (the same with a test part
+    per fold and validation carved from training), ``holdout`` (70/10/20) or ``image-cv`` (image-level, leaky); ``seed``
     default 12345. An existing ``out_dir/splits.json`` is reused when the options given (not ``None``) agree with
     it, else refused; ``splits_file`` (a user file) wins and is copied there. Nothing is written before every check
     has passed, and a run folder never changes data (``config.json`` records the data's signature).
@@ -95,8 +97,9 @@ def prepare(
     console = console or Console()
     if duplicates not in ("group", "drop"):
         raise MedNeXtUserError(f"--duplicates must be group or drop (got {duplicates!r}); fix: change the option")
-    if split_mode not in (None, "cv", "holdout"):
-        raise MedNeXtUserError(f"--split must be cv or holdout (got {split_mode!r}); fix: change the option")
+    if split_mode not in (None, *SPLIT_MODES):
+        raise MedNeXtUserError(f"--split must be one of {', '.join(SPLIT_MODES)} (got {split_mode!r}); fix: change "
+                               "the option")
     index = data if isinstance(data, DatasetIndex) else discover(data)
     out = Path(out_dir) if out_dir is not None else None
     write = write and console.main and out is not None
@@ -135,15 +138,23 @@ def prepare(
         console.info(f"splits: reusing {splits_path} ({splits['n_folds']} folds)")
     else:
         seed = DEFAULT_SEED if seed is None else seed
-        if (split_mode or DEFAULT_SPLIT) == "cv":
-            splits = spmod.make_cv_splits(index, comps, DEFAULT_FOLDS if n_folds is None else n_folds, seed)
+        mode = split_mode or DEFAULT_SPLIT
+        k = DEFAULT_FOLDS if n_folds is None else n_folds
+        if mode == "cv":
+            splits = spmod.make_cv_splits(index, comps, k, seed)
+        elif mode == "cv-test":
+            splits = spmod.make_cv_test_splits(index, comps, k, seed)
+        elif mode == "image-cv":
+            splits = spmod.make_image_cv_splits(index, k, seed)
         else:
             splits = spmod.make_holdout_split(index, comps, seed=seed)
-        splits["grouped_by"] = (["patient column"] if index.has_groups else []) + [
-            "exact duplicates",
-            f"near duplicates (dHash <= {fp['duplicates']['near_threshold']} bits)"
-            if fp["duplicates"]["near_threshold"] >= 0 else "near duplicates: off",
-        ]
+        splits["grouped_by"] = ["nothing (image-level, leaky)"] if mode == "image-cv" else (
+            (["patient column"] if index.has_groups else []) + [
+                "exact duplicates",
+                f"near duplicates (dHash <= {fp['duplicates']['near_threshold']} bits, thumbnail r >= "
+                f"{fp['duplicates'].get('near_min_corr')})"
+                if fp["duplicates"]["near_threshold"] >= 0 else "near duplicates: off",
+            ])
         splits = spmod.attach_positions(splits, index)
         save_splits = True
         console.info(f"splits: {splits['method']}, {splits['n_folds']} fold(s), seed {seed}, grouped by "
@@ -157,8 +168,9 @@ def prepare(
             spmod.save_splits({k: v for k, v in splits.items() if not k.startswith("_")}, splits_path)
     for w in spmod.leak_report(splits, index, comps) + spmod.coverage_report(splits, index):
         console.warn(w)
-    for w in spmod.largest_group_report(index, comps, splits["n_folds"]):
-        console.warn(w)
+    if not splits.get("leaky"):
+        for w in spmod.largest_group_report(index, comps, splits["n_folds"]):
+            console.warn(w)
     return Prepared(index, fp, splits, comps, dropped)
 
 

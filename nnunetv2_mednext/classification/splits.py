@@ -1,4 +1,6 @@
-"""Leakage-safe splits: stratified k-fold (or a 70/10/20 hold-out) over leakage groups, saved as ``splits.json``.
+"""Splits, saved as ``splits.json``: leakage-safe stratified k-fold over leakage groups (``cv``; ``cv-test`` adds a
+test part per fold and carves validation from training, 70:10:20 at 5 folds), a 70/10/20 hold-out, and the leaky
+image-level k-fold of the community protocol (``image-cv``, labelled as leaky).
 
 A leakage group (see :mod:`.duplicates`) never crosses folds. Splits store sample ids, so a file stays valid when
 the dataset's rows are reordered; user-given files (ours, or nnU-Net's list of ``{"train", "val"}``) are honoured
@@ -75,7 +77,75 @@ def make_cv_splits(index: DatasetIndex, comps: np.ndarray, n_folds: int = 5, see
     vals = _sgkf(index.labels(), comps, n_folds, seed)
     every = np.arange(len(index))
     folds = [_fold_ids(index, train=np.setdiff1d(every, v), val=v) for v in vals]
-    return {"format": FORMAT, "method": "stratified group k-fold", "n_folds": n_folds, "seed": seed, "folds": folds}
+    return {"format": FORMAT, "mode": "cv", "method": "stratified group k-fold", "n_folds": n_folds, "seed": seed,
+            "folds": folds}
+
+
+def _closest_part(parts: list[np.ndarray], labels: np.ndarray, n_classes: int, target: float) -> np.ndarray:
+    """The part of a group k-fold that best stands for the whole: every class present first, then the class
+    proportions and the size closest to the whole's and to ``target`` (with few groups per part, scikit-learn's
+    first part can miss a class)."""
+    whole = np.bincount(labels, minlength=n_classes) / len(labels)
+
+    def score(part: np.ndarray) -> tuple[int, float]:
+        counts = np.bincount(labels[part], minlength=n_classes)
+        return int((counts == 0).sum()), float(np.abs(counts / max(len(part), 1) - whole).sum()
+                                               + abs(len(part) - target) / max(target, 1))
+
+    return min(parts, key=score)
+
+
+def make_cv_test_splits(index: DatasetIndex, comps: np.ndarray, n_folds: int = 5, seed: int = 12345,
+                        val: float = 0.1) -> dict:
+    """Stratified group k-fold with a test part per fold and a validation part carved from its training part.
+
+    Fold k tests on part k (1 / n_folds of the images); ``val`` (a fraction of all images, default 0.1) of the rest
+    is split off by groups for choosing checkpoints and settings, so 5 folds give 70:10:20 train:val:test. Every
+    leakage group lies in one part of each fold and in exactly one test part.
+    """
+    if n_folds < 2:
+        raise MedNeXtUserError(f"--folds must be >= 2 for --split cv-test (got {n_folds}); fix: --folds 5")
+    if not 0 < val < 1 - 1 / n_folds:
+        raise MedNeXtUserError(f"validation fraction {val} is invalid for {n_folds} folds; fix: e.g. 0.1")
+    n_inner = max(2, round((1 - 1 / n_folds) / val))
+    _check_enough_groups(index, comps, n_folds * 2, f"{n_folds} folds with a validation part each")
+    _check_class_sizes(index, n_folds, f"{n_folds}-fold cross-validation with test parts")
+    labels = index.labels()
+    tests = _sgkf(labels, comps, n_folds, seed)
+    every = np.arange(len(index))
+    folds = []
+    for k, test_idx in enumerate(tests):
+        rest = np.setdiff1d(every, test_idx)
+        _check_class_sizes(index.subset(rest.tolist()), n_inner, f"the validation carve-out of fold {k}")
+        val_idx = rest[_closest_part(_sgkf(labels[rest], comps[rest], n_inner, seed + 1 + k), labels[rest],
+                                     len(index.class_names), val * len(index))]
+        folds.append(_fold_ids(index, train=np.setdiff1d(rest, val_idx), val=val_idx, test=test_idx))
+    share = f"{round(100 * (1 - 1 / n_folds - (1 - 1 / n_folds) / n_inner))}:{round(100 * (1 - 1 / n_folds) / n_inner)}:" \
+            f"{round(100 / n_folds)}"
+    return {"format": FORMAT, "mode": "cv-test", "method": f"stratified group k-fold with test parts, train:val:test "
+            f"about {share}", "n_folds": n_folds, "seed": seed, "folds": folds}
+
+
+LEAKY_METHOD = "stratified image-level k-fold (LEAKY: ignores patients and duplicates)"
+
+
+def make_image_cv_splits(index: DatasetIndex, n_folds: int = 5, seed: int = 12345) -> dict:
+    """Stratified **image-level** k-fold: the community protocol, for comparison with published image-level results.
+
+    Patients and duplicates are ignored, so slices of one patient and copies of one image can sit on both sides:
+    results are optimistic. The split says so (``leaky: true``, and its method).
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    if n_folds < 2:
+        raise MedNeXtUserError(f"--folds must be >= 2 for --split image-cv (got {n_folds}); fix: --folds 5")
+    _check_class_sizes(index, n_folds, f"{n_folds}-fold cross-validation")
+    labels = index.labels()
+    cv = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    every = np.arange(len(index))
+    folds = [_fold_ids(index, train=np.setdiff1d(every, v), val=v) for _, v in cv.split(np.zeros(len(labels)), labels)]
+    return {"format": FORMAT, "mode": "image-cv", "leaky": True, "method": LEAKY_METHOD, "n_folds": n_folds,
+            "seed": seed, "folds": folds}
 
 
 def make_holdout_split(index: DatasetIndex, comps: np.ndarray, val: float = 0.1, test: float = 0.2,
@@ -93,7 +163,7 @@ def make_holdout_split(index: DatasetIndex, comps: np.ndarray, val: float = 0.1,
     fold = _fold_ids(index, train=train_idx, val=val_idx, test=test_idx)
     if not n_val:
         fold.pop("val")
-    return {"format": FORMAT, "method": f"stratified group hold-out {10 - n_val - n_test}/{n_val}/{n_test} (tenths)",
+    return {"format": FORMAT, "mode": "holdout", "method": f"stratified group hold-out {10 - n_val - n_test}/{n_val}/{n_test} (tenths)",
             "n_folds": 1, "seed": seed, "folds": [fold]}
 
 
@@ -170,18 +240,31 @@ def attach_positions(splits: dict, index: DatasetIndex) -> dict:
     return splits
 
 
+def _crossing(fold_positions: dict[str, list[int]], comps: np.ndarray) -> set[int]:
+    """Leakage groups with members in more than one part of a fold."""
+    owner: dict[int, str] = {}
+    crossing: set[int] = set()
+    for part in PARTS:
+        for p in fold_positions.get(part, []):
+            c = int(comps[p])
+            if c in owner and owner[c] != part:
+                crossing.add(c)
+            owner.setdefault(c, part)
+    return crossing
+
+
 def leak_report(splits: dict, index: DatasetIndex, comps: np.ndarray) -> list[str]:
-    """A warning per fold where a leakage group (patient / duplicates) has members in two parts."""
+    """A warning per fold where a leakage group (patient / duplicates) has members in two parts; for a split that is
+    leaky by design (``--split image-cv``) one line with the counts."""
+    if splits.get("leaky"):
+        crossing = [len(_crossing(fp, comps)) for fp in splits["_positions"]]
+        n_groups = int(sum(np.bincount(comps) > 1)) if len(comps) else 0
+        return [f"leaky split by design ({splits.get('method', 'image-level')}): of {n_groups} patient/duplicate "
+                f"groups, {min(crossing)}-{max(crossing)} per fold have images on both sides; do not report it as "
+                "patient-independent"]
     out = []
     for k, fp in enumerate(splits["_positions"]):
-        owner: dict[int, str] = {}
-        crossing: set[int] = set()
-        for part in PARTS:
-            for p in fp.get(part, []):
-                c = int(comps[p])
-                if c in owner and owner[c] != part:
-                    crossing.add(c)
-                owner.setdefault(c, part)
+        crossing = _crossing(fp, comps)
         if crossing:
             c = sorted(crossing)[0]
             members = [index.samples[i].id for i in np.nonzero(comps == c)[0][:3]]

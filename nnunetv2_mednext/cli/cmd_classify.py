@@ -30,14 +30,18 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", choices=LAYOUT_CHOICES,
                    help="DATA is this published dataset's download: convert it into OUT/data/ first")
     p.add_argument("--near-dup-threshold", type=int, default=None, metavar="BITS",
-                   help="near duplicates: dHash within BITS of 64 bits (default 6); -1: exact duplicates only")
+                   help="near duplicates: 256-bit dHash within BITS (default 44) and correlated 16x16 thumbnails; "
+                        "-1: exact duplicates only")
 
 
 def _split_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", type=int, default=None,
                    help="number of CV folds (default 5, or what an existing OUT/splits.json holds)")
-    p.add_argument("--split", choices=("cv", "holdout"), default=None,
-                   help="cv: stratified group k-fold (default); holdout: one 70/10/20 train/val/test split")
+    p.add_argument("--split", choices=("cv", "cv-test", "holdout", "image-cv"), default=None,
+                   help="cv: stratified group k-fold, train/val (default); cv-test: the same with a test part per "
+                        "fold and validation carved from training (70:10:20 at 5 folds); holdout: one 70/10/20 "
+                        "train/val/test split; image-cv: image-level stratified k-fold, LEAKY (ignores patients and "
+                        "duplicates: for comparison with published image-level results only)")
     p.add_argument("--splits", metavar="FILE", help="use this split file (ours or nnU-Net's splits_final.json)")
     p.add_argument("--seed", type=int, default=None, help="seed of splits and training (default 12345)")
     p.add_argument("--duplicates", choices=("group", "drop"), default="group",
