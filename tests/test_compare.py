@@ -331,3 +331,43 @@ def test_parameter_count_excludes_norm_statistics(tmp_path: Path) -> None:
     net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.BatchNorm2d(4))  # 2*4*9 + 4 weights, 4 + 4 BN
     torch.save({"network_weights": net.state_dict()}, tmp_path / "checkpoint_final.pth")
     assert count_parameters(tmp_path) == (2 * 4 * 9 + 4 + 4 + 4, "checkpoint_final.pth")
+
+
+def test_compare_draws_best_median_and_worst_cases(tmp_path: Path) -> None:
+    """2D RGB cases (nnU-Net's natural-image layout): the case pictures pick each model's best, median and worst
+    case by the Dice of its own predictions, computed here by hand from the masks."""
+    from PIL import Image
+
+    ds = "Dataset601_Photos"
+    raw, res = tmp_path / "raw" / ds, tmp_path / "results" / ds
+    for sub in ("imagesTr", "labelsTr"):
+        (raw / sub).mkdir(parents=True)
+    model = res / "nnUNetTrainerMedNeXt__nnUNetPlans__2d"
+    pred_dir = model / "fold_0" / "validation"
+    pred_dir.mkdir(parents=True)
+    (model / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "polyp": 1}, "file_ending": ".png"}))
+    gt = np.zeros((24, 24), np.uint8)
+    gt[6:18, 6:18] = 1  # 144 pixels
+    shifts = {"a": 0, "b": 3, "c": 6, "d": 9}  # the prediction is the square moved right by this many pixels
+    cases = []
+    for case, dx in shifts.items():
+        Image.fromarray(np.full((24, 24, 3), 90, np.uint8)).save(raw / "imagesTr" / f"{case}_0000.png")
+        Image.fromarray(gt).save(raw / "labelsTr" / f"{case}.png")
+        pred = np.roll(gt, dx, axis=1)
+        Image.fromarray(pred).save(pred_dir / f"{case}.png")
+        dice = 2 * (12 * (12 - dx)) / 288
+        cases.append({"metrics": {"1": {"Dice": dice}}, "prediction_file": f"/elsewhere/{case}.png",
+                      "reference_file": f"/elsewhere/{case}.png"})
+    (pred_dir / "summary.json").write_text(json.dumps({"foreground_mean": {"Dice": 0.5}, "mean": {"1": {"Dice": 0.5}},
+                                                       "metric_per_case": cases}))
+    from nnunetv2_mednext.evaluation.compare import write_comparison
+
+    comp = compare_models(ds, [model.name], folds=[0], results=tmp_path / "results", gt=raw / "labelsTr")
+    paths = write_comparison(comp, tmp_path / "out", raw=tmp_path / "raw")
+    assert paths["cases"].stat().st_size > 5000
+    md = paths["md"].read_text()
+    row = md.split("## Cases")[1].splitlines()[6]
+    # Dice 100 %, 75 %, 50 %, 25 %: best a, median (lower of the middle two) b, worst d
+    assert row.split("|")[2:5] == [" a (100.0 %) ", " b (75.0 %) ", " d (25.0 %) "]
+    no_raw = write_comparison(comp, tmp_path / "out2", raw=tmp_path / "nowhere")
+    assert "cases" not in no_raw and "## Cases" not in no_raw["md"].read_text()  # no images: no pictures, no error

@@ -2,7 +2,9 @@
 
 Reads $nnUNet_results/DatasetXXX_Name/<model>/fold_N/: validation/summary.json (or evaluates the predictions there
 when --hd95 is asked for), training_log*.txt ("Epoch time: X s"), checkpoint_final.pth (parameter count) and
-<subdir>/inference_time.json when present. Missing folds are listed. Writes comparison.md/.json/.png to --out.
+<subdir>/inference_time.json when present. Missing folds are listed. Writes comparison.md/.json/.png to --out, and
+comparison_cases.png (each model's best, median and worst case: the image with reference and predicted outlines)
+when the raw images are found (--raw or $nnUNet_raw).
 Test-set predictions: put them in fold_N/<name>/ and pass --subdir <name> --gt nnUNet_raw/DatasetXXX/labelsTs.
 """
 
@@ -27,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="evaluate the predictions for HD95 in mm or under TransUNet's rules (default: reuse Dice)")
     parser.add_argument("--names", nargs="+", help="display names, one per model")
     parser.add_argument("-o", "--out", default="comparison", help="output folder (default ./comparison)")
+    parser.add_argument("--raw", help="nnU-Net raw root for the case pictures (default $nnUNet_raw)")
     parser.add_argument("-np", "--num-processes", type=int, default=1, help="evaluation worker processes (default 1)")
 
 
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     comp = compare_models(args.dataset, args.models, folds=args.folds, results=args.results, subdir=args.subdir,
                           gt=args.gt, hd95=args.hd95, names=args.names, num_processes=args.num_processes)
-    paths = write_comparison(comp, args.out)
+    paths = write_comparison(comp, args.out, raw=args.raw)
     print(markdown(comp))
-    print(f"wrote {paths['md']}, {paths['json']}, {paths['png']}")
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0

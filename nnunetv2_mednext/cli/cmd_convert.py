@@ -8,6 +8,11 @@ acdc: the challenge's patientXXX/ folders (Info.cfg, patientXXX_frameYY.nii.gz, 
 (data/patientXXX_frame01.h5, or _slice_K.h5 files). TransUNet 70/10/20 patient split: the 20 test patients go to
 imagesTs/labelsTs; --write-splits writes one fold (train 70 / val 10 patients).
 
+images-masks: SRC/images/ + SRC/masks/ (or --images DIR --masks DIR), the layout most 2D sets ship in (endoscopy,
+dermoscopy, fundus, histology, ultrasound): pairs matched by stem, JPEG/PNG/TIFF/BMP images written as PNG for nnU-Net's
+2D natural-image reader (RGB with channel names R, G, B; grey stays one channel), masks as 0/255, 0/1, palette or
+colour-coded (--label-map); --test-cases N drawn with --seed, or --test-list FILE, go to imagesTs/labelsTs.
+
 msd: a Medical Segmentation Decathlon style task folder (imagesTr/<case>.nii.gz, labelsTr/<case>.nii.gz,
 single channel), e.g. Task04_Hippocampus; --max-cases keeps the first N cases (sorted) for quick runs.
 
@@ -19,7 +24,8 @@ from __future__ import annotations
 import argparse
 
 NAME = "convert"
-HELP = "convert Synapse/BTCV, ACDC or MSD-style folders to nnU-Net's raw format with the TransUNet protocol splits"
+HELP = ("convert Synapse/BTCV, ACDC, MSD-style or image + mask folders to nnU-Net's raw format (with the papers' "
+        "splits)")
 DESCRIPTION = __doc__
 ORDER = 30
 
@@ -63,6 +69,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--write-splits", action="store_true", help="also write a deterministic 5-fold splits_final.json")
     m.add_argument("--preprocessed", help="nnU-Net preprocessed root for --write-splits (default $nnUNet_preprocessed)")
     m.add_argument("-q", "--quiet", action="store_true", help="print only the final line")
+    im = sub.add_parser("images-masks", help="image + mask folders (2D, RGB or grey; e.g. Kvasir-SEG, ISIC)")
+    im.add_argument("src", nargs="?", help="folder with images/ and masks/ (or give --images and --masks)")
+    im.add_argument("--images", help="folder of the images (default SRC/images)")
+    im.add_argument("--masks", help="folder of the masks, same file names (default SRC/masks)")
+    im.add_argument("--out", help="nnU-Net raw root to write into (default $nnUNet_raw)")
+    im.add_argument("--id", type=int, default=500, help="dataset id (default 500)")
+    im.add_argument("--name", default="ImagesMasks", help="dataset name (default ImagesMasks)")
+    im.add_argument("--labels", help="comma-separated foreground class names (default foreground, or class_K)")
+    im.add_argument("--label-map", metavar="JSON",
+                    help='name -> mask value (grey) or [R, G, B], first = background, e.g. \'{"background": [0, 0, 0], '
+                         '"polyp": [255, 0, 0]}\' (or a JSON file)')
+    im.add_argument("--channel-names", help="comma-separated nnU-Net channel names (default R,G,B or L; e.g. "
+                                            "rgb_to_0_1,rgb_to_0_1,rgb_to_0_1 for nnU-Net's [0, 1] scaling)")
+    im.add_argument("--test-cases", type=int, default=0,
+                    help="hold out N cases, drawn with --seed, in imagesTs/labelsTs (default 0)")
+    im.add_argument("--test-list", help="text file naming the test cases (file names or stems, one a line)")
+    im.add_argument("--seed", type=int, default=0, help="seed of the --test-cases draw (default 0)")
+    im.add_argument("--jpeg-threshold", type=int, default=127,
+                    help="lossy JPEG masks: foreground where the grey value is above this (default 127)")
+    im.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder / splits_final.json")
+    im.add_argument("--write-splits", action="store_true", help="also write a deterministic 5-fold splits_final.json")
+    im.add_argument("--preprocessed", help="nnU-Net preprocessed root for --write-splits (default $nnUNet_preprocessed)")
+    im.add_argument("-q", "--quiet", action="store_true", help="print only the final line")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,6 +99,19 @@ def run(args: argparse.Namespace) -> int:
     from nnunetv2_mednext.conversion.common import parse_spacing
 
     log = (lambda _msg: None) if args.quiet else print
+    if args.dataset == "images-masks":
+        from nnunetv2_mednext.conversion.images_masks import convert_images_masks, parse_label_map
+
+        res = convert_images_masks(
+            args.src, args.out, images=args.images, masks=args.masks, dataset_id=args.id, name=args.name,
+            labels=[n.strip() for n in args.labels.split(",")] if args.labels else None,
+            label_map=parse_label_map(args.label_map),
+            channel_names=[n.strip() for n in args.channel_names.split(",")] if args.channel_names else None,
+            test_cases=args.test_cases, test_list=args.test_list, seed=args.seed, jpeg_threshold=args.jpeg_threshold,
+            write_splits=args.write_splits, preprocessed=args.preprocessed, overwrite=args.overwrite, log=log)
+        print(f"{res.folder}: {len(res.train)} training, {len(res.test)} test cases"
+              + (f"; splits in {res.splits_file}" if res.splits_file else ""))
+        return 0
     if args.dataset == "msd":
         labels = [n.strip() for n in args.labels.split(",")] if args.labels else None
         res = convert_msd(args.src, args.out, dataset_id=args.id, name=args.name, labels=labels,

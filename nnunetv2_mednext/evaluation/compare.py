@@ -68,6 +68,37 @@ def _nan(v: Any) -> float:
     return float("nan") if v is None else float(v)
 
 
+def case_records(metric_per_case: list[dict[str, Any]], dsc_key: str, pred_dir: Path,
+                 ref_dirs: list[Path], ending: str) -> list[dict[str, Any]]:
+    """Per case: id, mean foreground DSC and the files, found where they are on this machine (a summary written on
+    another machine names its paths there: only the file names are used)."""
+    out = []
+    for c in metric_per_case:
+        name = Path(str(c.get("reference_file") or c.get("prediction_file") or "")).name
+        if not name:
+            continue
+        vals = [_nan(m.get(dsc_key)) for m in c.get("metrics", {}).values() if isinstance(m, dict)]
+        vals = [v for v in vals if not math.isnan(v)]
+        if not vals:
+            continue
+        refs = [Path(str(c["reference_file"]))] if c.get("reference_file") else []
+        refs += [d / name for d in ref_dirs]
+        ref = next((r for r in refs if r.is_file()), None)
+        case = name[: -len(ending)] if ending and name.endswith(ending) else name.split(".")[0]
+        out.append({"case": case, "dsc": float(np.mean(vals)), "prediction": str(pred_dir / name),
+                    "reference": str(ref) if ref else None})
+    return out
+
+
+def _reference_dirs(ds: str, gt: Path | None) -> list[Path]:
+    dirs = [gt] if gt else []
+    if os.environ.get("nnUNet_preprocessed"):
+        dirs.append(Path(os.environ["nnUNet_preprocessed"]) / ds / "gt_segmentations")
+    if os.environ.get("nnUNet_raw"):
+        dirs += [Path(os.environ["nnUNet_raw"]) / ds / "labelsTr", Path(os.environ["nnUNet_raw"]) / ds / "labelsTs"]
+    return dirs
+
+
 def load_summary(path: Path) -> dict[str, Any]:
     """Normalise nnU-Net's (or our) summary.json: ``{"classes": {label: {metric: v}}, "fg": {metric: v},
     "per_case_fg": {metric: [per-case mean over classes]}}``."""
@@ -178,6 +209,7 @@ def compare_models(dataset: str | int, models: list[str], *, folds: list[int] | 
                 f"{', '.join(available) or '(none: train a model first)'}"
             )
         dj = model_dir / "dataset.json"
+        ending = json.loads(dj.read_text()).get("file_ending", ".nii.gz") if dj.is_file() else ".nii.gz"
         if dj.is_file() and not labels:
             labels = {str(v): k for k, v in json.loads(dj.read_text()).get("labels", {}).items()
                       if isinstance(v, int) and v != 0}
@@ -202,9 +234,12 @@ def compare_models(dataset: str | int, models: list[str], *, folds: list[int] | 
                                        only_predicted=subdir == "validation")
                 labels = labels or dict(res["labels"])
                 fold = {"classes": res["mean"], "fg": res["foreground_mean"], "source": f"evaluated vs {ref}",
-                        "per_case_fg": _per_case_fg(res)}
+                        "per_case_fg": _per_case_fg(res),
+                        "cases": case_records(res["metric_per_case"], dsc_key, pred_dir, [Path(ref)], ending)}
             elif summary_file.is_file():
                 fold = {**load_summary(summary_file), "source": str(summary_file)}
+                per_case = json.loads(summary_file.read_text()).get("metric_per_case", [])
+                fold["cases"] = case_records(per_case, "Dice", pred_dir, _reference_dirs(ds, gt_dir), ending)
                 if hd95 != "none":
                     entry["notes"].append(f"fold {f}: no predictions in {subdir}/, only its summary.json (no HD95 or "
                                           "TransUNet-rule metrics)")
@@ -359,13 +394,28 @@ def plot(comp: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def write_comparison(comp: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:
+def write_comparison(comp: dict[str, Any], out_dir: str | os.PathLike,
+                     raw: str | os.PathLike | None = None) -> dict[str, Path]:
+    """``comparison.md/.json/.png``, and ``comparison_cases.png`` (best, median and worst case of each model, see
+    :mod:`.pictures`) when the raw images are found (``raw`` or ``$nnUNet_raw``)."""
+    from .evaluate import _json_safe
+    from .pictures import raw_dataset_folder, write_case_pictures
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from .evaluate import _json_safe
-
     paths = {"md": out / "comparison.md", "json": out / "comparison.json", "png": out / "comparison.png"}
     text = markdown(comp)
+    raw_folder = raw_dataset_folder(comp["dataset"], raw)
+    drawn = write_case_pictures(comp, out / "comparison_cases.png", raw_folder) if raw_folder else []
+    if drawn:
+        paths["cases"] = out / "comparison_cases.png"
+        text += ("\n## Cases\n\nBest, median and worst case of each model by mean foreground DSC (over all folds), "
+                 "reference outlined solid green, prediction dashed magenta: `comparison_cases.png`.\n\n"
+                 "| Model | best | median | worst |\n|---|---|---|---|\n")
+        for name in dict.fromkeys(d["model"] for d in drawn):
+            cells = {d["which"]: f"{d['case']} ({100 * d['dsc']:.1f} %)" for d in drawn if d["model"] == name}
+            text += f"| {name} | {cells['best']} | {cells['median']} | {cells['worst']} |\n"
+        text += "\n![cases](comparison_cases.png)\n"
     if len(comp["models"]) > 1:
         text += "\nPlot: M1..M{} = {}.\n".format(len(comp["models"]), ", ".join(
             f"M{i + 1} {e['name']}" for i, e in enumerate(comp["models"])))
