@@ -1,9 +1,11 @@
 """Accuracy at equal wall-clock: every trainer gets the same plans, the same data and the same CPU training time.
 
-One script for both real datasets of the project:
+One script for the real segmentation datasets of the project:
 
 * ``acdc``: ACDC 2D, TransUNet split (fold 0 = 70 training / 10 validation patients), scored on the 20 test
   patients (40 volumes);
+* ``kvasir``: Kvasir-SEG 2d (RGB colonoscopy photographs, native sizes), ``--test-cases`` frames (default 100)
+  drawn with seed 0 by ``convert images-masks`` and held out in ``imagesTs``, fold 0 of a 5-fold split of the rest;
 * ``hippocampus``: MSD Task04 3d_fullres, the last ``--test-cases`` cases (by name) held out in ``imagesTs``,
   fold 0 of a 5-fold split of the rest for training.
 
@@ -153,8 +155,11 @@ def datasets(args: argparse.Namespace) -> Dataset:
     if args.dataset == "acdc":
         return Dataset("acdc", 802, "ACDC", "2d", Path(args.source or SHARED / "data" / "acdc_ssl4mis_h5"),
                        args.gpu_memory_target or 1.0)
+    if args.dataset == "kvasir":
+        return Dataset("kvasir", 501, "Kvasir", "2d", Path(args.source or SHARED / "data" / "kvasir_seg"),
+                       args.gpu_memory_target or 1.0, 100 if args.test_cases is None else args.test_cases)
     return Dataset("hippocampus", 4, "Hippocampus", "3d_fullres", Path(args.source or SHARED / "data" / "msd_hippocampus"),
-                   args.gpu_memory_target or 8.0, args.test_cases)
+                   args.gpu_memory_target or 8.0, 60 if args.test_cases is None else args.test_cases)
 
 
 def _tool(name: str) -> str:
@@ -216,6 +221,10 @@ class Bench:
                        str(ds.dataset_id), "--name", ds.name, "--write-splits", "--preprocessed", str(self.pre), "-q"]
             if self.args.max_patients:
                 convert += ["--max-per-split", str(self.args.max_patients)]
+        elif ds.key == "kvasir":
+            convert = [_tool("nnunetv2-mednext"), "convert", "images-masks", str(ds.source), "--out", str(self.raw),
+                       "--id", str(ds.dataset_id), "--name", ds.name, "--labels", "polyp", "--test-cases",
+                       str(ds.test_cases), "--seed", "0", "--write-splits", "--preprocessed", str(self.pre), "-q"]
         else:
             convert = [_tool("nnunetv2-mednext"), "convert", "msd", str(ds.source), "--out", str(self.raw), "--id",
                        str(ds.dataset_id), "--name", ds.name, "--test-cases", str(ds.test_cases), "--write-splits",
@@ -407,8 +416,10 @@ def write_report(bench: Bench, per_epoch: dict[str, float], epochs: dict[str, in
         f"- Data: `$DATA/{ds.source.name}`; " + (
             "TransUNet split: fold 0 trains on 70 patients and validates on 10; the test set is the 20 test "
             "patients (40 volumes)." if ds.key == "acdc" else
-            f"the last {ds.test_cases} cases by name are held out as the test set ({n_cases} cases); fold 0 of a "
-            "5-fold split of the rest trains and validates."),
+            (f"{ds.test_cases} frames drawn with seed 0 (`convert images-masks --test-cases {ds.test_cases} --seed 0`) "
+             f"are held out as the test set ({n_cases} cases, never trained on); fold 0 of a " if ds.key == "kvasir" else
+             f"the last {ds.test_cases} cases by name are held out as the test set ({n_cases} cases); fold 0 of a ")
+            + "5-fold split of the rest trains and validates."),
         f"- Plans: {'; '.join(f'`{p}`: {_plans_line(bench, p)}' for p in dict.fromkeys(r.plans for r in bench.rows))}.",
         (f"- Budget: every run trains {a.fixed_epochs} epochs of {a.iters} training + {a.val_iters} validation "
          "iterations (`--fixed-epochs`: equal iterations, not equal wall-clock). Seeds: " if a.fixed_epochs else
@@ -474,7 +485,7 @@ def _plans_line(bench: Bench, plans: str) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", choices=("acdc", "hippocampus"))
+    p.add_argument("dataset", choices=("acdc", "hippocampus", "kvasir"))
     p.add_argument("--source", help="dataset folder (default $NNUNETV2_MEDNEXT_SHARED/data/<dataset copy>)")
     p.add_argument("--work", default="equal_time_work", help="folder for nnU-Net's folders (default ./equal_time_work)")
     p.add_argument("--minutes", type=float, default=10, help="training wall-clock per run (default 10)")
@@ -491,8 +502,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fixed-epochs", type=int, default=None, metavar="N",
                    help="every row trains N epochs (no pilot; equal iterations, not equal wall-clock): separates an "
                         "option's effect from the epoch it gains or loses in the pilot")
-    p.add_argument("--gpu-memory-target", type=float, help="planner memory target in GB (default 1 ACDC, 8 Hippocampus)")
-    p.add_argument("--test-cases", type=int, default=60, help="Hippocampus: cases held out for testing (default 60)")
+    p.add_argument("--gpu-memory-target", type=float,
+                   help="planner memory target in GB (default 1 ACDC and Kvasir, 8 Hippocampus)")
+    p.add_argument("--test-cases", type=int, default=None,
+                   help="Hippocampus / Kvasir: cases held out for testing (default 60 / 100)")
     p.add_argument("--max-cases", type=int, help="Hippocampus: convert only the first N cases (smoke runs)")
     p.add_argument("--max-patients", type=int, help="ACDC: keep only N patients per split (smoke runs)")
     p.add_argument("--out", help="report (default docs/results_<dataset>.md)")

@@ -112,3 +112,19 @@ def test_fixed_epochs_skip_the_pilot_and_train_every_row_alike(tmp_path: Path) -
     assert len(trains) == 2 * 2  # two rows, two seeds, no pilot
     assert all("NNUNETV2_MEDNEXT_BUDGET=7,25,2" in ln for ln in trains), trains
     assert sum("-p nnUNetPlans_o_head_init_fan_out" in ln for ln in trains) == 2
+
+
+def test_dry_run_kvasir_converts_image_mask_folders_with_a_drawn_test_set(tmp_path: Path) -> None:
+    """Kvasir-SEG: ``convert images-masks`` with 100 frames drawn with seed 0 held out, 2d plans, every row of
+    issue 28 plus nnU-Net's own trainer, predictions on imagesTs scored against labelsTs."""
+    proc = _bench("kvasir", "--dry-run", "--work", tmp_path / "w", "--seeds", 0, "--rows", "unet", "unet_recipe",
+                  "mednext", "v1_s_k3", "v2_s", "resenc_m")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    convert = next(ln for ln in lines if " convert images-masks " in f" {ln} ")
+    assert "--test-cases 100 --seed 0" in convert and "--id 501" in convert and "--write-splits" in convert
+    assert any(ln.startswith("nnUNetv2_plan_and_preprocess -d 501 -c 2d") for ln in lines)
+    trains = [ln for ln in lines if "nnUNetv2_train 501 2d 0" in ln]
+    assert len(trains) == 2 * 6  # a pilot and one seed per row
+    predicts = [ln for ln in lines if ln.startswith("nnUNetv2_predict")]
+    assert len(predicts) == 6 and all("Dataset501_Kvasir/imagesTs" in ln for ln in predicts)
