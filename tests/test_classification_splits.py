@@ -193,3 +193,27 @@ def test_image_level_split_says_it_is_leaky(leaky: Path, tmp_path: Path):
     assert len(lines) == 1 and "per fold have images on both sides" in lines[0]
     saved = json.loads((tmp_path / "splits.json").read_text())
     assert saved["leaky"] is True and saved["mode"] == "image-cv"
+
+
+def test_summary_of_a_run_names_its_split_and_flags_a_leaky_one(tmp_path: Path):
+    """``summary.json`` records the split's method; an image-level split is flagged and its printed summary says it
+    is no patient-independent result."""
+    from nnunetv2_mednext.classification.metrics import compute_metrics
+    from nnunetv2_mednext.classification.trainer import format_summary, summarize_run, write_predictions
+
+    names = ["a", "b"]
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    y = [0, 1, 1, 1]
+    for k in (0, 1):
+        fold = tmp_path / f"fold_{k}"
+        fold.mkdir()
+        m = {**compute_metrics(y, probs, names), "fold": k, "evaluated_on": "val"}
+        (fold / "metrics.json").write_text(json.dumps(m))
+        write_predictions(fold / "predictions.csv", [f"x{k}{i}.png" for i in range(4)], probs, names,
+                          labels=[names[i] for i in y])
+    for leaky in (False, True):
+        (tmp_path / "splits.json").write_text(json.dumps({"method": "M", "leaky": leaky, "folds": []}))
+        summary = summarize_run(tmp_path, names)
+        assert summary["split"] == {"method": "M", "leaky": leaky}
+        assert summary["aggregate"]["mean"]["accuracy"] == pytest.approx(0.75)  # 3 of 4 right in both folds
+        assert format_summary(summary)[0].startswith("LEAKY split (M)") is leaky

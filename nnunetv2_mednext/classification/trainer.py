@@ -564,12 +564,9 @@ def summarize_run(out_dir: str | os.PathLike, class_names: Sequence[str] | None 
         ys.append(y)
         ps.append(probs)
     pooled = compute_metrics(np.concatenate(ys), np.concatenate(ps), names) if len(per_fold) > 1 else None
-    split = {}
-    if (out / "splits.json").is_file():
-        raw = json.loads((out / "splits.json").read_text())
-        split = {"method": raw.get("method"), "leaky": bool(raw.get("leaky", False))}
+    raw = json.loads((out / "splits.json").read_text()) if (out / "splits.json").is_file() else {}
     summary = {
-        "split": split,
+        "split": {"method": raw.get("method"), "leaky": bool(raw.get("leaky", False))},
         "folds": [m["fold"] for m in per_fold],
         "class_names": names,
         "evaluated_on": sorted({m.get("evaluated_on", "val") for m in per_fold}),
@@ -587,9 +584,8 @@ def format_summary(summary: dict) -> list[str]:
     agg = summary["aggregate"]
     mean, std = agg["mean"], agg["std"]
     lines = [f"summary over {agg['n_folds']} fold(s) ({'/'.join(summary['evaluated_on'])}), mean ± std:"]
-    if summary.get("split", {}).get("leaky"):
-        lines.insert(0, f"LEAKY split ({summary['split']['method']}): images of one patient or duplicate group can "
-                        "sit on both sides; not a patient-independent result")
+    if summary.get("split", {}).get("leaky"):  # --split image-cv
+        lines.insert(0, f"LEAKY split ({summary['split']['method']}): not a patient-independent result")
     for key, label in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
                        ("macro.precision", "macro precision"), ("macro.recall", "macro recall"),
                        ("macro.specificity", "macro specificity"), ("macro.f1", "macro F1"),
