@@ -37,6 +37,14 @@ def _name(sample_id: str) -> str:
     return "/".join(sample_id.split("/")[-2:])
 
 
+def _prepared(layout: str, src: Path, tmp: Path, n: int, counts: dict[str, int]):
+    """The real folder converted as shipped (``n`` images, ``counts``), fingerprinted and split kind (b)."""
+    conv = convert(layout, src, tmp / "data")
+    assert conv.n_images == n and conv.class_counts == counts
+    con = Console(quiet=True)
+    return conv, con, prepare(conv.csv_path, tmp / "b", split_mode="cv-test", console=con)
+
+
 def _check_cv_test(prep, n_images: int) -> None:
     """Every image in exactly one test part; parts about 70:10:20; each leakage group in one part per fold."""
     folds = prep.splits["folds"]
@@ -58,10 +66,7 @@ def _check_cv_test(prep, n_images: int) -> None:
 
 @requires_shared_data("msld")
 def test_msld_cases_and_duplicates_stay_in_one_part(tmp_path: Path):
-    conv = convert("msld", MSLD, tmp_path / "data")
-    assert conv.n_images == 228 and conv.class_counts == {"Monkeypox": 102, "Others": 126}
-    con = Console(quiet=True)
-    prep = prepare(conv.csv_path, tmp_path / "b", split_mode="cv-test", console=con)
+    conv, con, prep = _prepared("msld", MSLD, tmp_path, 228, {"Monkeypox": 102, "Others": 126})
     fp = prep.fingerprint
     assert fp["color_mode"] == "rgb" and fp["image_size"]["most_common"] == {"size": [224, 224], "count": 228}
     exact = [sorted(_name(i) for i in g) for g in fp["duplicates"]["exact_groups"]]
@@ -92,10 +97,7 @@ def test_msld_cases_and_duplicates_stay_in_one_part(tmp_path: Path):
 
 @requires_shared_data("sars_cov2_ct")
 def test_sarscov2_duplicates_grouped_without_chaining(tmp_path: Path):
-    conv = convert("sarscov2", SARS, tmp_path / "data")
-    assert conv.n_images == 2481 and conv.class_counts == {"COVID": 1252, "non-COVID": 1229}
-    con = Console(quiet=True)
-    prep = prepare(conv.csv_path, tmp_path / "b", split_mode="cv-test", console=con)
+    _, con, prep = _prepared("sarscov2", SARS, tmp_path, 2481, {"COVID": 1252, "non-COVID": 1229})
     fp = prep.fingerprint
     exact = sorted(sorted(_name(i) for i in g) for g in fp["duplicates"]["exact_groups"])
     assert exact == [["COVID/Covid (128).png", "COVID/Covid (129).png"],

@@ -32,15 +32,24 @@ ORDER = 30
 
 def _common(p: argparse.ArgumentParser, default_id: int, default_name: str) -> None:
     p.add_argument("src", help="folder with the source layout")
+    _target(p, default_id, default_name)
+    p.add_argument("--allow-missing", action="store_true", help="convert what is there even if protocol cases are missing")
+    p.add_argument("--spacing", help="z,y,x spacing in mm for layouts without geometry (h5/npz), replacing the nominal one")
+    _writing(p)
+
+
+def _target(p: argparse.ArgumentParser, default_id: int, default_name: str) -> None:
+    """Where the dataset goes (``convert msd`` and ``convert images-masks``)."""
     p.add_argument("--out", help="nnU-Net raw root to write into (default $nnUNet_raw)")
     p.add_argument("--id", type=int, default=default_id, help=f"dataset id (default {default_id})")
     p.add_argument("--name", default=default_name, help=f"dataset name (default {default_name})")
+
+
+def _writing(p: argparse.ArgumentParser) -> None:
+    """How it is written: overwriting, the 5-fold split file, output."""
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder / splits_final.json")
-    p.add_argument("--allow-missing", action="store_true", help="convert what is there even if protocol cases are missing")
-    p.add_argument("--write-splits", action="store_true",
-                   help="also write splits_final.json into <preprocessed>/DatasetXXX_Name/")
+    p.add_argument("--write-splits", action="store_true", help="also write a deterministic 5-fold splits_final.json")
     p.add_argument("--preprocessed", help="nnU-Net preprocessed root for --write-splits (default $nnUNet_preprocessed)")
-    p.add_argument("--spacing", help="z,y,x spacing in mm for layouts without geometry (h5/npz), replacing the nominal one")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the final line")
 
 
@@ -58,24 +67,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--max-per-split", type=int, help="keep only the first N patients of train, val and test (smoke tests)")
     m = sub.add_parser("msd", help="MSD-style task folder (imagesTr/labelsTr without _0000), e.g. Task04_Hippocampus")
     m.add_argument("src", help="task folder with imagesTr/ and labelsTr/")
-    m.add_argument("--out", help="nnU-Net raw root to write into (default $nnUNet_raw)")
-    m.add_argument("--id", type=int, default=4, help="dataset id (default 4)")
-    m.add_argument("--name", default="Hippocampus", help="dataset name (default Hippocampus)")
+    _target(m, 4, "Hippocampus")
     m.add_argument("--labels", help="comma-separated foreground class names (default: the source dataset.json, else class_K)")
     m.add_argument("--max-cases", type=int, help="keep only the first N cases (sorted by name)")
     m.add_argument("--test-cases", type=int, default=0,
                    help="hold out the last N kept cases (by name) in imagesTs/labelsTs as a test set (default 0)")
-    m.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder / splits_final.json")
-    m.add_argument("--write-splits", action="store_true", help="also write a deterministic 5-fold splits_final.json")
-    m.add_argument("--preprocessed", help="nnU-Net preprocessed root for --write-splits (default $nnUNet_preprocessed)")
-    m.add_argument("-q", "--quiet", action="store_true", help="print only the final line")
+    _writing(m)
     im = sub.add_parser("images-masks", help="image + mask folders (2D, RGB or grey; e.g. Kvasir-SEG, ISIC)")
     im.add_argument("src", nargs="?", help="folder with images/ and masks/ (or give --images and --masks)")
     im.add_argument("--images", help="folder of the images (default SRC/images)")
     im.add_argument("--masks", help="folder of the masks, same file names (default SRC/masks)")
-    im.add_argument("--out", help="nnU-Net raw root to write into (default $nnUNet_raw)")
-    im.add_argument("--id", type=int, default=500, help="dataset id (default 500)")
-    im.add_argument("--name", default="ImagesMasks", help="dataset name (default ImagesMasks)")
+    _target(im, 500, "ImagesMasks")
     im.add_argument("--labels", help="comma-separated foreground class names (default foreground, or class_K)")
     im.add_argument("--label-map", metavar="JSON",
                     help='name -> mask value (grey) or [R, G, B], first = background, e.g. \'{"background": [0, 0, 0], '
@@ -88,11 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     im.add_argument("--seed", type=int, default=0, help="seed of the --test-cases draw (default 0)")
     im.add_argument("--jpeg-threshold", type=int, default=127,
                     help="lossy JPEG masks: foreground where the grey value is above this (default 127)")
-    im.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder / splits_final.json")
-    im.add_argument("--write-splits", action="store_true", help="also write a deterministic 5-fold splits_final.json")
-    im.add_argument("--preprocessed", help="nnU-Net preprocessed root for --write-splits (default $nnUNet_preprocessed)")
-    im.add_argument("-q", "--quiet", action="store_true", help="print only the final line")
-
+    _writing(im)
 
 def run(args: argparse.Namespace) -> int:
     from nnunetv2_mednext.conversion import convert_acdc, convert_msd, convert_synapse
