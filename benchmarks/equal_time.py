@@ -285,18 +285,25 @@ class Bench:
         return {r.key: float(np.median(epoch_times(self.fold_dir(r, "pilot"))[1:])) for r in self.rows}
 
     def predict_jobs(self, row: Row, tag: str) -> list[Job]:
+        """Export (exported backends only), predict the test cases, evaluate: run step by step over all runs."""
         ds = self.ds
         pred = self.fold_dir(row, tag) / "test_predictions"
-        plans = ["-p", row.plans]
-        return [
-            Job(f"predict {row.key} {tag}", [_tool("nnUNetv2_predict"), "-i", str(self.raw / ds.folder / "imagesTs"),
-                                             "-o", str(pred), "-d", str(ds.dataset_id), "-c", ds.config, "-f", "0",
-                                             "-tr", row.trainer, *plans, "-device", "cpu", "-npp", "1", "-nps", "1",
-                                             "--disable_tta"], dict(row.env)),
-            Job(f"evaluate {row.key} {tag}", [_tool("nnunetv2-mednext"), "evaluate",
-                                              str(self.raw / ds.folder / "labelsTs"), str(pred), "-o",
-                                              str(pred.parent / "test_evaluation"), "--method", row.key, "--mode", "mm"]),
-        ]
+        args = ["-i", str(self.raw / ds.folder / "imagesTs"), "-o", str(pred), "-d", str(ds.dataset_id), "-c",
+                ds.config, "-f", "0", "-tr", row.trainer, "-p", row.plans, "-device", "cpu", "-npp", "1", "-nps", "1",
+                "--disable_tta"]
+        backend = self.args.backend
+        if backend == "nnunet":
+            jobs = [Job(f"predict {row.key} {tag}", [_tool("nnUNetv2_predict"), *args], dict(row.env))]
+        else:  # the exported network inside nnU-Net's predictor (tests/test_deploy.py: nnU-Net's masks)
+            jobs = [Job(f"export {row.key} {tag}", [_tool("nnunetv2-mednext"), "export-onnx", "-m",
+                                                    str(self.fold_dir(row, tag).parent), "-f", "0"], dict(row.env)),
+                    Job(f"predict {row.key} {tag}", [_tool("nnunetv2-mednext"), "predict", *args, "--backend",
+                                                     backend], dict(row.env))]
+        evaluate = Job(f"evaluate {row.key} {tag}", [_tool("nnunetv2-mednext"), "evaluate",
+                                                     str(self.raw / ds.folder / "labelsTs"), str(pred), "-o",
+                                                     str(pred.parent / "test_evaluation"), "--method", row.key,
+                                                     "--mode", "mm"])
+        return [*jobs, evaluate]
 
     def main_runs(self, epochs: dict[str, int]) -> None:
         a = self.args
@@ -317,7 +324,8 @@ class Bench:
         self.run_all([(train, tag) for train, tag, _ in jobs])
         self.commands += [job for r, tag in reused for job in self.predict_jobs(r, tag)]
         todo = [(row, tag) for _, tag, row in jobs]  # every run trained now gets predicted and evaluated
-        for step in (0, 1):  # every prediction, then every evaluation (an evaluation needs its prediction)
+        n_steps = len(self.predict_jobs(self.rows[0], "seed0")) if self.rows else 0
+        for step in range(n_steps):  # (export,) prediction, evaluation: each step's input comes from the one before
             self.run_all([(self.predict_jobs(r, tag)[step], tag) for r, tag in todo])
 
 
@@ -508,6 +516,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Hippocampus / Kvasir: cases held out for testing (default 60 / 100)")
     p.add_argument("--max-cases", type=int, help="Hippocampus: convert only the first N cases (smoke runs)")
     p.add_argument("--max-patients", type=int, help="ACDC: keep only N patients per split (smoke runs)")
+    p.add_argument("--backend", choices=("nnunet", "onnxruntime", "openvino"), default="nnunet",
+                   help="test-set prediction: nnUNetv2_predict (default), or the exported network in nnU-Net's "
+                        "predictor (export-onnx + nnunetv2-mednext predict --backend; same masks, faster on a CPU)")
     p.add_argument("--out", help="report (default docs/results_<dataset>.md)")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = p.parse_args(argv)

@@ -128,3 +128,11 @@ def test_dry_run_kvasir_converts_image_mask_folders_with_a_drawn_test_set(tmp_pa
     assert len(trains) == 2 * 6  # a pilot and one seed per row
     predicts = [ln for ln in lines if ln.startswith("nnUNetv2_predict")]
     assert len(predicts) == 6 and all("Dataset501_Kvasir/imagesTs" in ln for ln in predicts)
+    proc = _bench("kvasir", "--dry-run", "--work", tmp_path / "w2", "--seeds", 0, "--rows", "mednext", "unet_recipe",
+                  "--backend", "onnxruntime")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    exports = [ln for ln in lines if ln.startswith("nnunetv2-mednext export-onnx -m")]
+    onnx = [ln for ln in lines if ln.startswith("nnunetv2-mednext predict ") and "--backend onnxruntime" in ln]
+    assert len(exports) == len(onnx) == 2 and not any(ln.startswith("nnUNetv2_predict") for ln in lines)
+    assert lines.index(exports[0]) < lines.index(onnx[0])  # the export comes before the prediction
