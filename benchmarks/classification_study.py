@@ -173,14 +173,14 @@ def run(args: argparse.Namespace) -> int:
             resume = ["--resume"] if (out / "config.json").is_file() else []
             tasks.append(Task(f"{study}/{model}/s{seed}/f{fold}", cli(
                 "train", str(data_csv), "--splits", str(splits), "-o", str(out), *row_options(model), "--seed",
-                str(seed), "--fold", str(fold), "--device", "cpu", "--quiet", *recipe, *length, *jitter, *resume),
+                str(seed), "--fold", str(fold), "--device", args.device, "--quiet", *recipe, *length, *jitter, *resume),
                 env, work / "logs" / study / f"{model}__s{seed}__f{fold}.log"))
         run_pinned(tasks, args.jobs)
         for model, seed, fold in batch:
             res = collect(work / study / model / f"s{seed}", fold, args.dataset)
             res["command"] = "nnunetv2-mednext classify train DATA.csv --splits SPLITS.json -o RUN " + " ".join(
                 a if " " not in a else f"'{a}'" for a in [
-                    *row_options(model), "--seed", str(seed), "--fold", str(fold), "--device", "cpu", "--quiet",
+                    *row_options(model), "--seed", str(seed), "--fold", str(fold), "--device", args.device, "--quiet",
                     *recipe, *length, *jitter])
             res["machine"] = (f"{platform.machine()}, {os.cpu_count()} logical CPUs, {args.jobs} job(s) at once, "
                               "each pinned to one core with 1 thread")
@@ -358,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--work", type=Path, default=REPO.parent / "runs" / "classification_study")
     r.add_argument("--data", type=Path, default=None, help="the dataset's folder (default: the shared copy)")
     r.add_argument("--max-minutes", type=float, default=None, help="start no new job after this many minutes")
+    r.add_argument("--device", default="cpu", help="classify train --device (default cpu; cuda for a GPU study)")
     r.add_argument("--tiny", action="store_true", help="32 px, batch 8: proves the script works (CI)")
     for q in (r, rep := sub.add_parser("report", help="tables and figures of every study with results")):
         q.add_argument("--results", type=Path, default=RESULTS, help="folder of the per-job result files")
